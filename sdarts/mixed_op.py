@@ -1,0 +1,195 @@
+"""``MixedOp``: the drop-in DARTS mixed edge, backed by the fused engine.
+
+``MixedOp(C, stride)`` / ``forward(x, weights)`` has the signature of the class in the
+original DARTS code, so it replaces that class with no other change.  Inside:
+
+* ``none`` costs nothing (its dL/dp is exactly 0);
+* ``skip_connect`` (stride 1) and NB201's ``avg_pool_3x3`` are computed by the kernel from x,
+  never materialized or saved;
+* candidates ending in a non-affine BatchNorm hand the kernel their pre-BN tensor and the
+  per-channel normalization (scale, shift), so the normalized outputs are never stored;
+* candidates starting with ReLU share one ReLU of x.
+
+``recompute=True`` also recomputes each candidate's pre-BN chain in backward instead of
+keeping its intermediate activations (activation checkpointing): far less memory for the
+DARTS candidates (separable convs keep five activations each), at the cost of running their
+forward twice.
+
+``fused=False`` gives the plain ``sum(w * op(x))`` of the original code (same modules, same
+parameters), which is what the engine is tested and benchmarked against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .ops import mixed_edge
+from .primitives import DARTS, NB201Pool, PrimitiveSet, BNEnding, Zero
+
+ZERO, SKIP, POOL, BN_BRANCH, BRANCH = "zero", "skip", "pool", "bn_branch", "branch"
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d, c: torch.Tensor):
+    """The per-channel (scale, shift) that ``bn`` applies to ``c``, updating running stats like it."""
+    use_batch_stats = bn.training or bn.running_mean is None
+    if use_batch_stats:
+        var, mean = torch.var_mean(c if c.dtype == torch.float64 else c.float(), dim=(0, 2, 3), correction=0)
+        if bn.training and bn.running_mean is not None:
+            with torch.no_grad():
+                n = c.numel() // c.shape[1]
+                bn.num_batches_tracked.add_(1)
+                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+                bn.running_var.lerp_((var * (n / max(n - 1, 1))).to(bn.running_var.dtype), momentum)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    shift = -mean * scale
+    if bn.affine:
+        scale = scale * bn.weight
+        shift = shift * bn.weight + bn.bias
+    return scale, shift
+
+
+def _recompute_contexts(op: nn.Module):
+    """Run the recomputation with BatchNorm momentum 0, so running stats update once, not twice."""
+
+    @contextlib.contextmanager
+    def frozen_running_stats():
+        bns = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, momentum in zip(bns, saved):
+                m.momentum = momentum
+
+    return contextlib.nullcontext(), frozen_running_stats()
+
+
+class MixedOp(nn.Module):
+    """One DARTS edge: sum_k weights[k] * candidate_k(x), fused.
+
+    Args:
+        C: channels (input and output).
+        stride: 1, or 2 for reduction edges.
+        primitives: a :class:`~sdarts.primitives.PrimitiveSet` (``sdarts.primitives.DARTS``,
+            the default, or ``sdarts.primitives.NB201``) or a list of candidate names
+            (interpreted with the DARTS conventions).
+        backend: mixed-sum backend (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
+        fused: ``False`` computes the plain ``sum(w * op(x))`` of the original code.
+        recompute: recompute candidate internals in backward instead of saving them.
+    """
+
+    def __init__(
+        self,
+        C: int,
+        stride: int,
+        primitives: Union[PrimitiveSet, Sequence[str]] = DARTS,
+        *,
+        C_out: Optional[int] = None,
+        backend: str = "auto",
+        fused: bool = True,
+        recompute: bool = False,
+    ):
+        super().__init__()
+        if not isinstance(primitives, PrimitiveSet):
+            primitives = DARTS.with_names(list(primitives))
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        C_out = C if C_out is None else C_out
+        self.primitives = primitives
+        self.backend = backend
+        self.fused = fused
+        self.recompute = recompute
+        self._ops = nn.ModuleList(primitives.build_search_op(name, C, C_out, stride) for name in primitives.names)
+        self.kinds = [self._kind(op) for op in self._ops]
+        self.shares_relu = sum(isinstance(op, BNEnding) and op.starts_with_relu for op in self._ops) > 1
+        # coef = weights_padded[coef_index]; index K points at an appended 0 for absent skip/pool.
+        K = len(self._ops)
+        branch_idx = [k for k, kind in enumerate(self.kinds) if kind in (BN_BRANCH, BRANCH)]
+        skip_idx = next((k for k, kind in enumerate(self.kinds) if kind == SKIP), K)
+        pool_idx = next((k for k, kind in enumerate(self.kinds) if kind == POOL), K)
+        self.register_buffer("coef_index", torch.tensor(branch_idx + [skip_idx, pool_idx]), persistent=False)
+        self.has_skip = skip_idx < K
+        self.has_pool = pool_idx < K
+        self.last_weight_grad: Optional[torch.Tensor] = None
+
+    @staticmethod
+    def _kind(op: nn.Module) -> str:
+        if isinstance(op, Zero):
+            return ZERO
+        if isinstance(op, nn.Identity):
+            return SKIP
+        if isinstance(op, NB201Pool) and op.preprocess is None and op.pool.stride == 1:
+            return POOL
+        if isinstance(op, BNEnding):
+            return BN_BRANCH
+        return BRANCH
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if weights.dim() != 1 or weights.shape[0] != len(self._ops):
+            raise ValueError(f"weights must be 1-D with {len(self._ops)} entries (one per candidate), got shape {tuple(weights.shape)}")
+        if weights.requires_grad and torch.is_grad_enabled():
+            weights.register_hook(self._remember_grad)
+        if not self.fused:
+            return sum(w * op(x) for w, op in zip(weights, self._ops))
+        relu_x = F.relu(x) if self.shares_relu else None
+        branches, scales, shifts = [], [], []
+        any_bn = BN_BRANCH in self.kinds
+        for op, kind in zip(self._ops, self.kinds):
+            if kind == BN_BRANCH:
+                c = self._pre_bn(op, x, relu_x if op.starts_with_relu else None)
+                scale, shift = _bn_scale_shift(op.bn, c)
+            elif kind == BRANCH:
+                c = op(x)
+                scale = shift = None
+            else:
+                continue
+            if any_bn and scale is None:
+                scale = torch.ones(c.shape[1], device=c.device)
+                shift = torch.zeros(c.shape[1], device=c.device)
+            branches.append(c)
+            scales.append(scale)
+            shifts.append(shift)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        coef = torch.cat([weights.to(acc), weights.new_zeros(1, dtype=acc)])[self.coef_index]
+        if not branches and not (self.has_skip or self.has_pool):
+            # Only `none` candidates (or all zero): the edge outputs zeros of the right shape.
+            return self._ops[0](x) * weights[0]
+        if any(t.shape != (branches[0] if branches else x).shape for t in branches):
+            raise ValueError("all candidates of a mixed op must produce one shape")
+        if branches:
+            # Under autocast the candidates may come out in another dtype than x.
+            x = x.to(branches[0].dtype)
+            branches = [b.to(branches[0].dtype) for b in branches]
+        return mixed_edge(
+            branches,
+            coef,
+            scale=torch.stack(scales) if any_bn else None,
+            shift=torch.stack(shifts) if any_bn else None,
+            x=x if (self.has_skip or self.has_pool) else None,
+            has_skip=self.has_skip,
+            has_pool=self.has_pool,
+            backend=self.backend,
+        )
+
+    def _pre_bn(self, op, x, relu_x):
+        if not (self.recompute and torch.is_grad_enabled()):
+            return op.pre_bn(x, relu_x)
+        return checkpoint(op.pre_bn, x, relu_x, use_reentrant=False, context_fn=lambda: _recompute_contexts(op))
+
+    def _remember_grad(self, grad: torch.Tensor) -> None:
+        # dL/dp_k of this edge from the last backward, for the per-op gradient diagnostics.
+        self.last_weight_grad = grad.detach()
+
+    def extra_repr(self) -> str:
+        return f"primitives={list(self.primitives.names)}, backend={self.backend!r}, fused={self.fused}"

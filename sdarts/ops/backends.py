@@ -1,0 +1,145 @@
+"""Which mixed-sum backends exist on this machine, and which one `auto` picks.
+
+Backends share one contract (see ``reference.py``):
+  reference  pure PyTorch; every device, every float dtype (float64 too); the oracle
+  cpu        the C++ kernel in ``sdarts._C`` (CPU tensors)
+  cuda       the CUDA kernel in ``sdarts._C`` (CUDA tensors)
+  triton     the Triton kernels (CUDA tensors; CPU tensors under TRITON_INTERPRET=1)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Dict, List, Optional
+
+import torch
+
+from . import reference
+
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _probe_extension() -> Optional[ModuleType]:
+    try:
+        return importlib.import_module("sdarts._C")
+    except ImportError:
+        return None
+
+
+def _probe_triton() -> Optional[ModuleType]:
+    try:
+        import triton  # noqa: F401
+
+        return importlib.import_module("sdarts.kernels.mixed_sum")
+    except Exception:  # triton missing or unusable on this machine: the backend is simply absent
+        return None
+
+
+# Probed once at import, so that torch.compile traces backend choice as constants.
+_EXTENSION = _probe_extension()
+_TRITON = _probe_triton()
+_TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _extension() -> Optional[ModuleType]:
+    return _EXTENSION
+
+
+def _triton_module() -> Optional[ModuleType]:
+    return _TRITON
+
+
+def triton_interpreted() -> bool:
+    return _TRITON_INTERPRETED
+
+
+def is_available(backend: str, device: torch.device) -> bool:
+    """Whether ``backend`` can run on tensors living on ``device``."""
+    if backend == "reference":
+        return True
+    if backend == "cpu":
+        return device.type == "cpu" and _extension() is not None
+    if backend == "cuda":
+        ext = _extension()
+        return device.type == "cuda" and ext is not None and bool(ext.with_cuda())
+    if backend == "triton":
+        if _triton_module() is None:
+            return False
+        return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
+    return False
+
+
+def available(device: torch.device | str) -> List[str]:
+    device = torch.device(device)
+    return [b for b in BACKENDS[1:] if is_available(b, device)]
+
+
+def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Turn ``auto`` into a concrete backend and check that an explicit one can run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if dtype not in KERNEL_DTYPES:
+            return "reference"
+        # Order measured by bench/mixed_op.py (see bench/results): the fused kernels
+        # beat the reference everywhere they run.
+        order = ("cuda", "triton") if device.type == "cuda" else ("cpu",)
+        for candidate in order:
+            if is_available(candidate, device):
+                return candidate
+        return "reference"
+    if not is_available(backend, device):
+        raise ValueError(
+            f"backend={backend!r} is not available for {device.type} tensors here "
+            f"(available: {available(device)})"
+        )
+    if backend != "reference" and dtype not in KERNEL_DTYPES:
+        raise TypeError(f"backend={backend!r} supports float32, float16 and bfloat16 tensors, got {dtype}")
+    return backend
+
+
+def implementation(backend: str):
+    """The object with ``mixed_forward`` / ``mixed_backward`` for a concrete backend."""
+    if backend == "reference":
+        return reference
+    if backend == "triton":
+        return _triton_module()
+    ext = _extension()
+    return _ExtensionAdapter(ext, backend)
+
+
+class _ExtensionAdapter:
+    """Presents ``sdarts._C``'s ``*_cpu`` / ``*_cuda`` functions under the contract's names."""
+
+    def __init__(self, ext: ModuleType, suffix: str):
+        self._forward = getattr(ext, f"mixed_forward_{suffix}")
+        self._backward = getattr(ext, f"mixed_backward_{suffix}")
+
+    def mixed_forward(self, *args):
+        return self._forward(*args)
+
+    def mixed_backward(self, *args):
+        gb, gx, chan_dot, chan_gsum, dot_skip, dot_pool = self._backward(*args)
+        return list(gb), gx, chan_dot, chan_gsum, dot_skip, dot_pool
+
+
+def describe() -> Dict[str, object]:
+    """What was built and what can run, for ``python -m sdarts.ops.backends`` and bug reports."""
+    ext = _extension()
+    return {
+        "torch": torch.__version__,
+        "extension": ext is not None,
+        "extension_cuda": bool(ext is not None and ext.with_cuda()),
+        "triton": _triton_module() is not None,
+        "triton_interpreted": triton_interpreted(),
+        "cpu_backends": available("cpu"),
+        "cuda_backends": available("cuda") if torch.cuda.is_available() else [],
+    }
+
+
+if __name__ == "__main__":
+    for key, value in describe().items():
+        print(f"{key:20s} {value}")

@@ -1,0 +1,125 @@
+"""MixedOp: the fused engine computes exactly what the original `sum(w * op(x))` computes,
+saves at most half the bytes for backward, and drops into DARTS code unchanged."""
+
+import copy
+
+import pytest
+import torch
+
+from sdarts import MixedOp
+from sdarts.ops import backends
+from sdarts.primitives import DARTS, NB201, PRIMITIVES
+
+CASES = [(NB201, 1), (DARTS, 1), (DARTS, 2)]
+
+
+def saved_bytes(fn):
+    """Bytes of the unique storages autograd saves for backward while running fn."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(storages.values()), out
+
+
+def twin(m: MixedOp) -> MixedOp:
+    plain = copy.deepcopy(m)
+    plain.fused = False
+    plain.recompute = False
+    return plain
+
+
+def run(m, x, w, g):
+    x = x.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    out = m(x, w)
+    out.backward(g)
+    return out.detach(), x.grad, w.grad, [p.grad.clone() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("primitives,stride", CASES, ids=lambda v: getattr(v, "name", str(v)))
+@pytest.mark.parametrize("recompute", [False, True])
+def test_fused_equals_plain_in_float64(primitives, stride, recompute):
+    torch.manual_seed(stride)
+    m = MixedOp(6, stride, primitives, recompute=recompute).double()
+    plain = twin(m)
+    x = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    w = torch.rand(len(primitives), dtype=torch.float64)
+    g = torch.randn(3, 6, 8 // stride, 8 // stride, dtype=torch.float64)
+    got, want = run(m, x, w, g), run(plain, x, w, g)
+    for a, b in zip(got[:3], want[:3]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(got[3], want[3]):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
+    # Running statistics move exactly as nn.BatchNorm2d moves them (once, even when recomputing).
+    for (name, a), (_, b) in zip(m.named_buffers(), plain.named_buffers()):
+        if a.dtype.is_floating_point:
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), name
+    m.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(m(x, w), plain(x, w), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", backends.available("cpu"))
+@pytest.mark.parametrize("primitives", [NB201, DARTS], ids=lambda p: p.name)
+def test_every_cpu_backend_in_float32(backend, primitives):
+    torch.manual_seed(0)
+    m = MixedOp(8, 1, primitives, backend=backend)
+    plain = twin(m)
+    x = torch.randn(4, 8, 8, 8)
+    w = torch.rand(len(primitives))
+    g = torch.randn(4, 8, 8, 8)
+    got, want = run(m, x, w, g), run(plain, x, w, g)
+    for a, b in zip(got[:3], want[:3]):
+        assert ((a - b).norm() / b.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "primitives,recompute,limit",
+    [(NB201, False, 0.5), (DARTS, True, 0.5), (DARTS, False, 0.7)],
+    ids=["nb201", "darts-recompute", "darts"],
+)
+def test_saves_at_most_half_the_bytes_of_the_plain_mixed_op(primitives, recompute, limit):
+    m = MixedOp(16, 1, primitives, recompute=recompute)
+    x = torch.randn(8, 16, 16, 16, requires_grad=True)
+    w = torch.rand(len(primitives), requires_grad=True)
+    fused, _ = saved_bytes(lambda: m(x, w))
+    plain, _ = saved_bytes(lambda: twin(m)(x, w))
+    assert fused <= limit * plain, (fused / plain)
+
+
+def test_drop_in_for_original_darts_code():
+    # The original: MixedOp(C, stride) and forward(x, weights) with weights = softmax(alpha)[edge].
+    alpha = torch.zeros(14, len(PRIMITIVES), requires_grad=True)
+    op = MixedOp(4, 1)
+    weights = torch.softmax(alpha, dim=-1)
+    out = op(torch.randn(2, 4, 6, 6), weights[3])
+    assert out.shape == (2, 4, 6, 6)
+    out.square().mean().backward()
+    assert alpha.grad[3].abs().sum() > 0 and alpha.grad[0].abs().sum() == 0
+    # The per-op gradient dL/dp of the edge is kept for diagnostics; `none` gets exactly 0.
+    assert op.last_weight_grad.shape == (len(PRIMITIVES),)
+    assert op.last_weight_grad[PRIMITIVES.index("none")] == 0
+
+
+def test_zero_candidate_costs_nothing_and_contributes_nothing():
+    m = MixedOp(4, 1, NB201)
+    x = torch.randn(2, 4, 5, 5)
+    w = torch.rand(5)
+    w_more_zero = w.clone()
+    w_more_zero[0] = 10.0
+    assert torch.equal(m(x, w), m(x, w_more_zero))
+
+
+def test_bad_weights_are_rejected_clearly():
+    m = MixedOp(4, 1, NB201)
+    with pytest.raises(ValueError, match="weights must be 1-D with 5 entries"):
+        m(torch.randn(1, 4, 4, 4), torch.rand(8))
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        MixedOp(4, 3)
+    with pytest.raises(ValueError, match="unknown darts primitives"):
+        MixedOp(4, 1, ["sep_conv_3x3", "conv_9x9"])
