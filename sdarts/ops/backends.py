@@ -127,7 +127,7 @@ class _ExtensionAdapter:
 
 
 def describe() -> Dict[str, object]:
-    """What was built and what can run, for ``python -m sdarts.ops.backends`` and bug reports."""
+    """What was built and what can run, for ``python -m sdarts`` and bug reports."""
     ext = _extension()
     return {
         "torch": torch.__version__,
@@ -139,7 +139,3 @@ def describe() -> Dict[str, object]:
         "cuda_backends": available("cuda") if torch.cuda.is_available() else [],
     }
 
-
-if __name__ == "__main__":
-    for key, value in describe().items():
-        print(f"{key:20s} {value}")
