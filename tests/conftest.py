@@ -28,3 +28,9 @@ def data_dir() -> Path:
     if not d.is_dir():
         pytest.skip(f"real data not found at {d} (set SDARTS_DATA)")
     return d
+
+
+# The tests use small tensors: intra-op threads only add contention on a loaded 2-core box.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
