@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .ops import mixed_edge
+from .ops.channel_stats import channel_moments
 from .primitives import DARTS, NB201Pool, PrimitiveSet, BNEnding, Zero
 
 ZERO, SKIP, POOL, BN_BRANCH, BRANCH = "zero", "skip", "pool", "bn_branch", "branch"
@@ -39,7 +40,7 @@ def _bn_scale_shift(bn: nn.BatchNorm2d, c: torch.Tensor):
     """The per-channel (scale, shift) that ``bn`` applies to ``c``, updating running stats like it."""
     use_batch_stats = bn.training or bn.running_mean is None
     if use_batch_stats:
-        var, mean = torch.var_mean(c if c.dtype == torch.float64 else c.float(), dim=(0, 2, 3), correction=0)
+        mean, var = channel_moments(c)
         if bn.training and bn.running_mean is not None:
             with torch.no_grad():
                 n = c.numel() // c.shape[1]

@@ -66,8 +66,17 @@ class Supernet(nn.Module):
             return {name: self.activate(getattr(self, name)).detach().cpu() for name in self._alpha_names}
 
     def weight_grads(self) -> Dict[str, Optional[torch.Tensor]]:
-        """dL/dp per edge and op from the last backward (None before any)."""
-        return {name: (p.grad.detach().cpu() if p.grad is not None else None) for name, p in self._last_p.items()}
+        """dL/dp per edge and op from the last backward (None before any), on the model's
+        device: callers accumulate them there, so logging them forces no host sync."""
+        return {name: (p.grad.detach() if p.grad is not None else None) for name, p in self._last_p.items()}
+
+    def __getstate__(self):
+        # The last p are non-leaf tensors of the last graph: not part of the model's state
+        # (and they would make copy.deepcopy fail).
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_last_p"] = {}
+        return state
 
     def arch_parameters(self) -> List[nn.Parameter]:
         return [getattr(self, name) for name in self._alpha_names]

@@ -1,0 +1,247 @@
+"""The search loop, written once for every strategy and search space.
+
+Per epoch: train on the search half with the strategy's step (figures accumulated on the
+device, read back only every ``log_every`` steps for the progress bar), measure the supernet
+on the other half without autograd, derive the genotype, look it up in the benchmark table,
+and write the epoch's metrics and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from ..spaces import SearchSpace
+from ..spaces.base import Supernet
+from . import distributed
+from .checkpoint import capture_rng_state, restore_rng_state
+from .metrics import EpochMeter, finite_or_none
+from .run_dir import RunDir
+from .strategies import SearchStrategy, full_precision
+
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN/inf loss (``step`` known) or non-finite parameters."""
+
+    def __init__(self, epoch: int, step: Optional[int]):
+        self.epoch, self.step = epoch, step
+        where = f"at epoch {epoch}, step {step}" if step is not None else f"in the parameters at the end of epoch {epoch}"
+        super().__init__(f"non-finite loss {where}")
+
+
+@dataclass
+class SearchData:
+    """Loaders (with ``set_epoch`` and ``len``): ``train`` gives w's batches (the search half);
+    ``alpha`` gives alpha's batches when the strategy does not reuse w's (None otherwise);
+    ``valid`` is the other half, unaugmented, for the per-epoch supernet accuracy."""
+
+    train: Any
+    valid: Any
+    alpha: Optional[Any] = None
+
+
+def _num(value: Optional[float]) -> str:
+    return "nan" if value is None else f"{value:.4f}"
+
+
+def _cycle(loader) -> Iterator:
+    # An alpha source shorter than the epoch starts over (same epoch seed: same order again).
+    while True:
+        yield from loader
+
+
+class Searcher:
+    """Runs a search and checkpoints it.
+
+    Args:
+        model: the supernet.  strategy: its :class:`SearchStrategy` (owns both optimizers).
+        scheduler: w's learning-rate schedule, stepped once per epoch.
+        data: :class:`SearchData`.  space: the :class:`~sdarts.spaces.SearchSpace` record.
+        epochs: total epochs.  max_steps_per_epoch: cap on train and evaluation steps.
+        log_every: steps between progress-bar updates (the only host synchronisations).
+        lookup: maps a derived cell string to benchmark accuracies (or None).
+        dist_ctx: this process's place in a multi-process run.
+        run_dir: where rank 0 writes metrics and checkpoints (None: nowhere).
+        autocast_dtype: evaluate under autocast with this dtype (as the strategy trains).
+        progress: show tqdm bars and per-epoch lines (rank 0 only in any case).
+    """
+
+    def __init__(
+        self,
+        model: Supernet,
+        strategy: SearchStrategy,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        data: SearchData,
+        space: SearchSpace,
+        *,
+        epochs: int,
+        max_steps_per_epoch: Optional[int] = None,
+        log_every: int = 50,
+        lookup: Optional[Callable[[str], Optional[Dict[str, float]]]] = None,
+        dist_ctx: distributed.DistContext = distributed.DistContext(),
+        run_dir: Optional[RunDir] = None,
+        autocast_dtype: Optional[torch.dtype] = None,
+        progress: bool = True,
+    ):
+        if strategy.alpha_source != "same" and data.alpha is None:
+            raise ValueError(f"strategy {strategy.name!r} takes alpha's batches from {strategy.alpha_source!r}: data.alpha is required")
+        self.model = model
+        self.strategy = strategy
+        self.scheduler = scheduler
+        self.data = data
+        self.space = space
+        self.epochs = epochs
+        self.max_steps = max_steps_per_epoch
+        self.log_every = max(1, log_every)
+        self.lookup = lookup
+        self.dist = dist_ctx
+        self.run_dir = run_dir if dist_ctx.is_main else None
+        self.autocast_dtype = autocast_dtype
+        self.progress = progress and dist_ctx.is_main
+        self.device = next(model.parameters()).device
+        self.reduce = distributed.all_reduce_ if dist_ctx.enabled else None
+        self.history: List[Dict[str, Any]] = []
+        self.start_epoch = 0
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": len(self.history),
+            "model": self.model.state_dict(),
+            "w_optimizer": self.strategy.w_optimizer.state_dict(),
+            "alpha_optimizer": self.strategy.alpha_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": capture_rng_state(),
+            "metrics": list(self.history),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
+        self.model.load_state_dict(state["model"])
+        self.strategy.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.strategy.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        self.history = list(state["metrics"])
+        self.start_epoch = int(state["epoch"])
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> List[Dict[str, Any]]:
+        """Search from ``start_epoch`` to ``epochs``; returns every epoch's record."""
+        elapsed = self.history[-1]["elapsed_s"] if self.history else 0.0
+        for epoch in range(self.start_epoch, self.epochs):
+            start = time.perf_counter()
+            lr = self.strategy.w_optimizer.param_groups[0]["lr"]
+            train = self.train_epoch(epoch)
+            valid = self.evaluate()
+            self.scheduler.step()
+            seconds = time.perf_counter() - start
+            elapsed += seconds
+            record = self.epoch_record(epoch, lr, train, valid, seconds, elapsed)
+            self.history.append(record)
+            if self.run_dir is not None:
+                # Checkpoint first: a run killed in between rewrites metrics from it on resume.
+                self.run_dir.save_checkpoint(self.state_dict())
+                self.run_dir.append_metrics(record)
+            if self.progress:
+                tqdm.write(self.describe_epoch(record))
+        return self.history
+
+    def _batches(self, epoch: int):
+        for loader in (self.data.train, self.data.alpha):
+            if loader is not None:
+                loader.set_epoch(epoch)
+        w_batches = iter(self.data.train)
+        if self.strategy.alpha_source == "same":
+            return ((b, b) for b in w_batches)
+        return zip(w_batches, _cycle(self.data.alpha))
+
+    def _steps(self, loader) -> int:
+        n = len(loader)
+        return n if self.max_steps is None else min(n, self.max_steps)
+
+    def train_epoch(self, epoch: int) -> Dict[str, Any]:
+        self.model.train()
+        steps = self._steps(self.data.train)
+        meter = EpochMeter(self.device, self.reduce)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        with bar:
+            for step, (batch_w, batch_alpha) in enumerate(itertools.islice(self._batches(epoch), steps)):
+                out = self.strategy.step(self.model, batch_w, batch_alpha)
+                meter.update(out.loss, out.logits, out.targets, step + 1)
+                meter.add_weight_grads(out.weight_grads)
+                if (step + 1) % self.log_every == 0 or step + 1 == steps:
+                    bad = meter.bad_step()
+                    if bad is not None:
+                        raise NonFiniteLoss(epoch + 1, bad)
+                    if self.progress:
+                        figures = meter.running_figures()
+                        bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{100 * figures['acc']:.1f}%", refresh=False)
+                    bar.update((step + 1) - bar.n)
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
+            raise NonFiniteLoss(epoch + 1, None)
+        return meter.summary()
+
+    @torch.inference_mode()
+    def evaluate(self) -> Dict[str, Any]:
+        """Supernet loss and accuracy on the other half (no autograd, eval-mode BatchNorm)."""
+        self.model.eval()
+        meter = EpochMeter(self.device, self.reduce)
+        criterion = nn.CrossEntropyLoss()
+        ctx = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
+        steps = self._steps(self.data.valid)
+        for x, y in itertools.islice(iter(self.data.valid), steps):
+            if not len(y):  # a last partial batch smaller than the number of processes
+                continue
+            with ctx:
+                logits = self.model(x)
+            meter.update(criterion(full_precision(logits), y), logits, y)
+        self.model.train()
+        return meter.summary()
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def epoch_record(self, epoch, lr, train, valid, seconds, elapsed) -> Dict[str, Any]:
+        genotype = self.space.genotype_str(self.model.genotype())
+        record: Dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": finite_or_none(train["loss"]),
+            "train_acc": 100.0 * train["acc"],
+            "valid_loss": finite_or_none(valid["loss"]),
+            "valid_acc": 100.0 * valid["acc"],
+            "genotype": genotype,
+            "p": {name: p.tolist() for name, p in self.model.probabilities().items()},
+            "dL_dp": train["dL_dp"],
+            "time_s": seconds,
+            "elapsed_s": elapsed,
+        }
+        if self.lookup is not None:
+            record["benchmark"] = self.lookup(genotype)
+        if self.dist.enabled:
+            record["alpha_rank_spread"] = distributed.alpha_rank_spread(self.model.arch_parameters())
+        return record
+
+    def describe_epoch(self, record: Dict[str, Any]) -> str:
+        line = (
+            f"epoch {record['epoch']}/{self.epochs}  train loss {_num(record['train_loss'])} acc {record['train_acc']:.2f}%  "
+            f"valid loss {_num(record['valid_loss'])} acc {record['valid_acc']:.2f}%  {record['time_s']:.1f}s\n"
+            f"  cell {record['genotype']}"
+        )
+        bench = record.get("benchmark")
+        if bench:
+            line += "  " + " ".join(f"{k} {v:.2f}" if k != "index" else f"(NB201 #{v})" for k, v in bench.items())
+        return line
