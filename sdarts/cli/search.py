@@ -34,7 +34,7 @@ from ..search.strategies import STRATEGIES, build_strategy
 from ..spaces import SPACES, build_supernet, get_space
 
 PROG = "sdarts-search"
-IMAGENET_SCALE = ("imagefolder",)
+IMAGENET_SCALE = ("imagefolder", "imagenet")
 NB201_LR = 0.005
 DARTS_IMAGENET_LR = 0.025
 W_MOMENTUM, W_WEIGHT_DECAY, W_GRAD_CLIP = 0.9, 3e-4, 5.0
@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     engine.add_argument("--backend", choices=backends.BACKENDS, default="auto", help="fused mixed-sum backend")
     engine.add_argument("--no-fused", action="store_true", help="plain PyTorch mixed op sum(w * op(x)), for comparison")
+    engine.add_argument("--recompute", action="store_true",
+                        help="recompute candidate internals in backward instead of keeping them (less memory, "
+                             "more compute; worth it for the DARTS space on memory-bound machines)")
     engine.add_argument("--amp", action="store_true", help="bf16 autocast")
     engine.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     engine.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap train and evaluation steps (quick runs)")
@@ -215,7 +218,7 @@ def build_data(args, ctx: distributed.DistContext, device: torch.device, alpha_s
 
 def build_model(args, num_classes: int, device: torch.device) -> nn.Module:
     kwargs: Dict[str, Any] = dict(activation=args.activation, alpha_init=args.alpha_init, backend=args.backend,
-                                  fused=not args.no_fused)
+                                  fused=not args.no_fused, recompute=args.recompute)
     if args.init_channels is not None:
         kwargs["C"] = args.init_channels
     if args.layers is not None:

@@ -11,6 +11,7 @@ Names:
   cifar100     torchvision CIFAR-100 in ``data_dir``
   imagenet16   the benchmark's ImageNet16-120 pickles (``train_data_batch_1..10``, ``val_data``)
   imagefolder  ``data_dir/train`` and ``data_dir/val`` (or ``test``) in torchvision ImageFolder layout
+  imagenet     an ImageFolder tree as above (ILSVRC-2012), at 224x224 unless image_size says otherwise
   digits       scikit-learn's bundled 8x8 digits upscaled to 32x32 RGB: real data, always offline
   synthetic    a few hundred learnable 32x32 images with class-dependent patterns (for tests)
 """
@@ -37,7 +38,8 @@ CIFAR_STD: Stats = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 IMAGENET16_MEAN: Stats = tuple(v / 255 for v in (122.68, 116.66, 104.01))
 IMAGENET16_STD: Stats = tuple(v / 255 for v in (63.22, 61.26, 65.09))
 
-DATASET_NAMES = ("cifar10", "cifar100", "imagenet16", "imagefolder", "digits", "synthetic")
+DATASET_NAMES = ("cifar10", "cifar100", "imagenet16", "imagefolder", "imagenet", "digits", "synthetic")
+IMAGENET_SIZE = 224
 IMAGENET16_CLASSES = 120
 IN_MEMORY_BUDGET_BYTES = 2 << 30  # imagefolder data above this streams from disk
 
@@ -96,8 +98,8 @@ def load_dataset(
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"name must be one of {list(DATASET_NAMES)}, got {name!r}")
-    if name != "imagefolder" and (image_size is not None or in_memory is not None):
-        raise ValueError(f"image_size and in_memory apply to name='imagefolder' only, not {name!r}")
+    if name not in ("imagefolder", "imagenet") and (image_size is not None or in_memory is not None):
+        raise ValueError(f"image_size and in_memory apply to name='imagefolder' or 'imagenet' only, not {name!r}")
     if name == "digits":
         return _digits()
     if name == "synthetic":
@@ -111,6 +113,8 @@ def load_dataset(
         return _torchvision_cifar("cifar100", data_dir, download)
     if name == "imagenet16":
         return _imagenet16(data_dir)
+    if name == "imagenet":
+        return _imagefolder(data_dir, image_size or IMAGENET_SIZE, in_memory)
     return _imagefolder(data_dir, image_size, in_memory)
 
 

@@ -28,7 +28,8 @@ def num_edges(steps: int) -> int:
 
 class SearchCell(nn.Module):
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
-                 reduction: bool, reduction_prev: bool, backend: str, fused: bool):
+                 reduction: bool, reduction_prev: bool, backend: str, fused: bool,
+                 recompute: bool = False):
         super().__init__()
         self.reduction = reduction
         self.steps = steps
@@ -40,7 +41,7 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, DARTS, backend=backend, fused=fused)
+            MixedOp(C, 2 if reduction and j < 2 else 1, DARTS, backend=backend, fused=fused, recompute=recompute)
             for i in range(steps)
             for j in range(2 + i)
         )
@@ -65,14 +66,15 @@ class DartsSupernet(Supernet):
         stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
         activation: ``"sigmoid"`` (Single-DARTS) or ``"softmax"`` (DARTS) on alpha.
         alpha_init: initial alpha (default: every p starts at 1/8, see ``Supernet``).
-        backend, fused: passed to every :class:`sdarts.MixedOp`.
+        backend, fused, recompute: passed to every :class:`sdarts.MixedOp`.
         imagenet_stem: three stride-2 3x3 convolutions before the cells, as PC-DARTS' ImageNet
             search network (for 224x224 inputs): s0 at 1/4, s1 at 1/8 resolution.
     """
 
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, steps: int = 4, multiplier: int = 4,
                  stem_multiplier: int = 3, activation: str = "sigmoid", alpha_init: Optional[float] = None,
-                 backend: str = "auto", fused: bool = True, imagenet_stem: bool = False):
+                 backend: str = "auto", fused: bool = True, imagenet_stem: bool = False,
+                 recompute: bool = False):
         super().__init__(activation, alpha_init)
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps),
                             ("multiplier", multiplier), ("stem_multiplier", stem_multiplier)):
@@ -92,7 +94,7 @@ class DartsSupernet(Supernet):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 C_curr *= 2
-            self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, backend, fused))
+            self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, backend, fused, recompute))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

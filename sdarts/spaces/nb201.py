@@ -35,9 +35,9 @@ class ResNetBasicBlock(nn.Module):
 class SearchCell(nn.Module):
     """4 nodes, one :class:`MixedOp` per edge; node j = sum of its edges from nodes i < j."""
 
-    def __init__(self, C: int, backend: str, fused: bool):
+    def __init__(self, C: int, backend: str, fused: bool, recompute: bool = False):
         super().__init__()
-        self.edges = nn.ModuleList(MixedOp(C, 1, NB201, backend=backend, fused=fused) for _ in EDGES)
+        self.edges = nn.ModuleList(MixedOp(C, 1, NB201, backend=backend, fused=fused, recompute=recompute) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # One view per edge and cell, so each MixedOp's gradient hook sees only its own dL/dp.
@@ -124,7 +124,7 @@ class NB201Supernet(_NB201Macro, Supernet):
         N: search cells per stage (5 in the benchmark).
         activation: ``"sigmoid"`` (Single-DARTS) or ``"softmax"`` (DARTS) on alpha.
         alpha_init: initial alpha value (default: p = 1/5 for sigmoid, 0 for softmax).
-        backend, fused: passed to every :class:`~sdarts.MixedOp`.
+        backend, fused, recompute: passed to every :class:`~sdarts.MixedOp`.
     """
 
     def __init__(
@@ -136,9 +136,10 @@ class NB201Supernet(_NB201Macro, Supernet):
         alpha_init: Optional[float] = None,
         backend: str = "auto",
         fused: bool = True,
+        recompute: bool = False,
     ):
         super().__init__(activation=activation, alpha_init=alpha_init)
-        self._build(num_classes, C, N, lambda C_cell: SearchCell(C_cell, backend, fused))
+        self._build(num_classes, C, N, lambda C_cell: SearchCell(C_cell, backend, fused, recompute))
         self.add_alpha("alpha", len(EDGES), len(NB201))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
