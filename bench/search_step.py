@@ -1,0 +1,359 @@
+"""Time one full single-level search step of a whole supernet, for each speed option.
+
+A step is what Single-DARTS does per mini-batch: forward, cross-entropy, backward, grad-norm
+clip 5 on the weights, SGD (lr 0.025, momentum 0.9, weight decay 3e-4) on the weights and
+Adam (lr 3e-4, betas (0.5, 0.999)) on alpha, both from the same batch.  Inputs are one fixed
+random batch already on the device, so data loading is not timed (see search_e2e.py).
+
+Variants (``--variants``; each row says which backend ``auto`` picked):
+  plain           the original-code supernet: ``fused=False``, eager, float32, NCHW
+  plain-compile   plain + ``torch.compile`` of the model
+  engine-<b>      the fused engine with backend b (every available one; reference too)
+  channels-last   engine (auto backend) on channels_last tensors
+  amp             engine + bfloat16 autocast
+  fused-opt       engine + fused SGD/Adam kernels (``fused=True``)
+  compile         engine + ``torch.compile`` of the model
+  cuda-graph      engine with the whole step (optimizers included, Adam ``capturable=True``)
+                  captured once as a CUDA graph and replayed (GPU only)
+  all-fast        channels-last + amp + fused-opt + cuda-graph (GPU only)
+
+Reported: ms/step (median after warm-up; CUDA events on GPU), images/s, peak memory (device
+memory on GPU; peak RSS of a fresh process per variant on CPU) and the projected wall time of
+a 50-epoch search at that speed (``--epoch-images`` per epoch: 25,000 for the CIFAR half split;
+for ``darts-imagenet`` 128,116 = 10% of ImageNet-1k train as in PC-DARTS), steps only.
+On CPU (and for compile variants on GPU) each variant runs in its own process so that
+peaks do not mix and a stuck compile can be timed out.
+
+    python bench/search_step.py --space nb201 --device cuda --json step_nb201.json
+    python bench/search_step.py --space darts-imagenet --device cuda --variants plain engine-cuda all-fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from typing import Dict, List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import (
+    MB,
+    device_name,
+    engine_backends,
+    log,
+    machine_info,
+    markdown_table,
+    peak_rss_bytes,
+    resolve_device,
+    set_threads,
+    summarize,
+    synchronize,
+    time_calls,
+    write_json,
+)
+
+from sdarts.ops import backends
+from sdarts.spaces import build_supernet
+
+SPACES = ("nb201", "darts", "darts-imagenet")
+CHILD_MARK = "SEARCH_STEP_RESULT "
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    fused: bool = True
+    backend: str = "auto"
+    channels_last: bool = False
+    amp: bool = False
+    fused_opt: bool = False
+    compile: bool = False
+    cuda_graph: bool = False
+    recompute: bool = False
+
+    def options(self) -> str:
+        flags = [k.replace("_", "-") for k in ("channels_last", "amp", "fused_opt", "compile", "cuda_graph", "recompute") if getattr(self, k)]
+        return ", ".join(flags) or "-"
+
+
+def all_variants() -> Dict[str, Variant]:
+    """Every variant by name, whether or not it can run here."""
+    engine = Variant("engine")
+    table = {
+        "plain": Variant("plain", fused=False, backend="reference"),
+        "plain-compile": Variant("plain-compile", fused=False, backend="reference", compile=True),
+    }
+    for b in ("cuda", "triton", "cpu", "reference"):
+        table[f"engine-{b}"] = Variant(f"engine-{b}", backend=b)
+    table["channels-last"] = replace(engine, name="channels-last", channels_last=True)
+    table["amp"] = replace(engine, name="amp", amp=True)
+    table["fused-opt"] = replace(engine, name="fused-opt", fused_opt=True)
+    table["compile"] = replace(engine, name="compile", compile=True)
+    table["cuda-graph"] = replace(engine, name="cuda-graph", cuda_graph=True)
+    table["recompute"] = replace(engine, name="recompute", recompute=True)
+    table["recompute-cl"] = replace(engine, name="recompute-cl", recompute=True, channels_last=True)
+    table["all-fast"] = replace(engine, name="all-fast", channels_last=True, amp=True, fused_opt=True, cuda_graph=True)
+    return table
+
+
+def runs_on(variant: Variant, device: torch.device) -> bool:
+    if variant.cuda_graph and device.type != "cuda":
+        return False
+    return not variant.fused or variant.backend == "auto" or variant.backend in engine_backends(device)
+
+
+# ----------------------------------------------------------------------------- one variant
+
+
+def build(args, variant: Variant, device: torch.device):
+    """The supernet, its two optimizers and one fixed batch, laid out as the variant asks."""
+    torch.manual_seed(0)
+    imagenet = args.space == "darts-imagenet"
+    kwargs = dict(activation=args.activation, backend=variant.backend, fused=variant.fused, recompute=variant.recompute)
+    if args.space == "nb201":
+        if args.layers is not None:
+            kwargs["N"] = args.layers
+        model = build_supernet("nb201", 10, **kwargs)
+    else:
+        if args.layers is not None:
+            kwargs["layers"] = args.layers
+        model = build_supernet("darts", 1000 if imagenet else 10, imagenet_stem=imagenet, **kwargs)
+    memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).train()
+    weights = list(model.weight_parameters())
+    fused = True if variant.fused_opt else None
+    w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4, fused=fused)
+    a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), fused=fused,
+                             capturable=variant.cuda_graph)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    x = x.contiguous(memory_format=memory_format)
+    y = torch.randint(0, 1000 if imagenet else 10, (args.batch_size,), device=device)
+    return model, weights, w_opt, a_opt, x, y
+
+
+def make_step(model: nn.Module, weights, w_opt, a_opt, variant: Variant, device: torch.device, zero_grad: bool):
+    forward = torch.compile(model) if variant.compile else model
+
+    def step(x, y):
+        if zero_grad:
+            w_opt.zero_grad(set_to_none=True)
+            a_opt.zero_grad(set_to_none=True)
+        # A captured graph must not reuse autocast's cast-weight cache across replays.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.amp, cache_enabled=not variant.cuda_graph):
+            loss = F.cross_entropy(forward(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(weights, 5.0)
+        w_opt.step()
+        a_opt.step()
+        return loss.detach()
+
+    return step
+
+
+def captured_step(step, x, y, w_opt, a_opt, warmup: int):
+    """Capture ``step`` (forward, backward, both optimizer steps) as one CUDA graph.
+
+    Warm-up runs on a side stream first (as torch.cuda.graphs asks); gradients are set to
+    None once before capture, so that the graph's backward writes them afresh each replay.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(warmup, 3)):
+            w_opt.zero_grad(set_to_none=True)
+            a_opt.zero_grad(set_to_none=True)
+            step(x, y)
+    torch.cuda.current_stream().wait_stream(side)
+    w_opt.zero_grad(set_to_none=True)
+    a_opt.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    static_x, static_y = x.clone(), y.clone()
+    with torch.cuda.graph(graph):
+        static_loss = step(static_x, static_y)
+
+    def replay(batch_x, batch_y):
+        static_x.copy_(batch_x)
+        static_y.copy_(batch_y)
+        graph.replay()
+        return static_loss
+
+    return replay
+
+
+def run_variant(args, variant: Variant, device: torch.device) -> Dict[str, object]:
+    """Build, warm up and time one variant in this process."""
+    if device.type == "cuda":
+        gc.collect()  # the previous in-process variant's model and graph pool go first
+        torch.cuda.empty_cache()
+        torch.backends.cudnn.benchmark = True  # fixed shapes, as the DARTS code sets it
+        torch.cuda.reset_peak_memory_stats(device)
+    model, weights, w_opt, a_opt, x, y = build(args, variant, device)
+    step = make_step(model, weights, w_opt, a_opt, variant, device, zero_grad=not variant.cuda_graph)
+    if variant.cuda_graph:
+        step = captured_step(step, x, y, w_opt, a_opt, args.warmup)
+    losses = []
+    times = time_calls(lambda _: losses.append(step(x, y)), device, warmup=args.warmup, repeat=args.steps)
+    synchronize(device)
+    row: Dict[str, object] = {"variant": variant.name, "options": variant.options(), **summarize(times)}
+    row["backend"] = backends.resolve(variant.backend, device, torch.float32) if variant.fused else "-"
+    row["loss"] = losses[-1].item()
+    if not math.isfinite(row["loss"]):
+        log(f"  WARNING {variant.name}: loss is {row['loss']}")
+    row["images_per_s"] = args.batch_size / (row["ms"] / 1e3)
+    steps_per_epoch = math.ceil(args.epoch_images / args.batch_size)
+    row["projected_min"] = args.epochs * steps_per_epoch * row["ms"] / 1e3 / 60
+    if device.type == "cuda":
+        row["peak_mb"] = torch.cuda.max_memory_allocated(device) / MB
+    else:
+        rss = peak_rss_bytes()
+        row["peak_mb"] = None if rss is None else rss / MB
+    row["peak_kind"] = "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)"
+    return row
+
+
+# ----------------------------------------------------------------------------- isolation
+
+
+def child_argv(args, name: str) -> List[str]:
+    argv = [sys.executable, __file__, "--child", name, "--space", args.space, "--device", args.device_resolved,
+            "--batch-size", str(args.batch_size), "--image-size", str(args.image_size), "--steps", str(args.steps),
+            "--warmup", str(args.warmup), "--activation", args.activation, "--epochs", str(args.epochs),
+            "--epoch-images", str(args.epoch_images)]
+    for flag, value in (("--layers", args.layers), ("--threads", args.threads)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_isolated(args, name: str) -> Dict[str, object]:
+    """Run one variant in a fresh process (own peak memory, own timeout)."""
+    try:
+        proc = subprocess.run(child_argv(args, name), capture_output=True, text=True, timeout=args.variant_timeout)
+    except subprocess.TimeoutExpired:
+        return {"variant": name, "skipped": f"timed out after {args.variant_timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(CHILD_MARK):
+            return json.loads(line[len(CHILD_MARK):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"variant": name, "skipped": f"exit {proc.returncode}: {tail[:160]}"}
+
+
+def isolate(args, variant: Variant, device: torch.device) -> bool:
+    if args.isolate == "always":
+        return True
+    if args.isolate == "never":
+        return False
+    return device.type == "cpu" or variant.compile
+
+
+def measure(args, name: str, variant: Variant, device: torch.device) -> Dict[str, object]:
+    if isolate(args, variant, device):
+        return run_isolated(args, name)
+    try:
+        return run_variant(args, variant, device)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
+        # An option this torch build lacks (e.g. a fused optimizer on this device) skips one row.
+        return {"variant": name, "skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", choices=SPACES, default="nb201",
+                        help="darts-imagenet: the DARTS supernet with the ImageNet stem at 224x224, 1000 classes")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present, else cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", metavar="PATH", help="write every figure and the machine facts here")
+    parser.add_argument("--variants", nargs="+", metavar="NAME", default=None,
+                        help="which variants to time (default: all that apply on the device; see above)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 64 (96 per GPU for darts-imagenet)")
+    parser.add_argument("--image-size", type=int, default=None, help="default 32 (224 for darts-imagenet)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30 GPU, 5 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 GPU, 2 CPU)")
+    parser.add_argument("--activation", choices=("sigmoid", "softmax"), default="sigmoid")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="override the supernet depth (NB201 cells per stage, DARTS cells); for quick checks")
+    parser.add_argument("--epochs", type=int, default=50, help="epochs of the projected search time")
+    parser.add_argument("--epoch-images", type=int, default=None,
+                        help="images per epoch for the projection (default 25000; 128116 for darts-imagenet)")
+    parser.add_argument("--isolate", choices=("auto", "always", "never"), default="auto",
+                        help="run variants in fresh processes (auto: every variant on CPU, compile variants on GPU)")
+    parser.add_argument("--variant-timeout", type=float, default=600.0, help="seconds allowed to an isolated variant")
+    parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
+    args = parser.parse_args(argv)
+    imagenet = args.space == "darts-imagenet"
+    args.batch_size = args.batch_size or (96 if imagenet else 64)
+    args.image_size = args.image_size or (224 if imagenet else 32)
+    args.epoch_images = args.epoch_images or (128116 if imagenet else 25000)
+    for name in ("batch_size", "image_size", "epochs", "epoch_images"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def main(argv=None) -> Dict[str, object]:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    set_threads(args.threads)
+    args.device_resolved = device.type
+    gpu = device.type == "cuda"
+    args.steps = args.steps or (30 if gpu else 5)
+    args.warmup = (10 if gpu else 2) if args.warmup is None else args.warmup
+    table = all_variants()
+    if args.child:
+        print(CHILD_MARK + json.dumps(run_variant(args, table[args.child], device)), flush=True)
+        return {}
+    names = args.variants or [n for n, v in table.items() if runs_on(v, device)]
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"--variants: unknown {unknown}; known: {list(table)}")
+    result: Dict[str, object] = {
+        "machine": machine_info(device),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("json", "child")},
+        "rows": [],
+    }
+    log(f"{device_name(device)}: {args.space} search step, batch {args.batch_size}, {args.image_size}x{args.image_size}")
+    for name in names:
+        if runs_on(table[name], device):
+            row = measure(args, name, table[name], device)
+        else:
+            row = {"variant": name, "skipped": f"not available on {device.type} here"}
+        row.setdefault("options", table[name].options())
+        result["rows"].append(row)
+        _add_speedups(result["rows"])
+        write_json(args.json, result)
+        log(f"  {name:14s} " + (f"{row['ms']:9.1f} ms/step" if "ms" in row else row["skipped"]))
+    print_table(result, args, device)
+    return result
+
+
+def _add_speedups(rows: List[Dict[str, object]]) -> None:
+    plain = next((r for r in rows if r["variant"] == "plain" and "ms" in r), None)
+    for r in rows:
+        if plain and "ms" in r:
+            r["speedup"] = plain["ms"] / r["ms"]
+
+
+def print_table(result: Dict[str, object], args, device: torch.device) -> None:
+    peak = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
+    columns = [("variant", "variant"), ("backend", "backend"), ("options", "options"), ("ms", "ms/step", 1),
+               ("speedup", "x plain"), ("images_per_s", "img/s", 0), ("peak_mb", peak, 0),
+               ("projected_min", f"{args.epochs} ep (min)", 1), ("skipped", "note")]
+    print(f"\n## {args.space} search step on {device_name(device)}: batch {args.batch_size}, "
+          f"{args.image_size}x{args.image_size}, median of {args.steps} after {args.warmup} warm-up "
+          f"(projection: {args.epoch_images} images/epoch, steps only)\n")
+    print(markdown_table(result["rows"], columns))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The benchmark scripts still run: each main() on CPU with tiny settings, its figures sane.
+
+Timings themselves are not asserted (they depend on the machine); what is asserted is
+what must hold anywhere: every implementation was timed and agrees with eager PyTorch, the
+fused MixedOp saves less for backward than the plain sum, the JSON carries the machine facts.
+"""
+
+import importlib
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """Import a bench script as a module (they import their helpers as top-level `common`).
+
+    Runs on one torch thread (restored afterwards): tiny ops on a busy 2-core machine are
+    many times slower with two threads waiting on each other.
+    """
+    monkeypatch.syspath_prepend(str(BENCH))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield importlib.import_module
+    torch.set_num_threads(threads)
+
+
+def test_saved_bytes_counts_unique_storages(bench):
+    common = bench("common")
+    x = torch.randn(256, requires_grad=True)
+    # x * x saves x twice (one storage); exp saves its output; sin saves x again.
+    counted = common.saved_bytes(lambda: ((x * x).exp() + x.sin()).sum())
+    assert counted == {"bytes": 2 * 256 * 4, "tensors": 2}
+    assert common.saved_bytes(lambda: (x * x).sum(), ignore=[x])["bytes"] == 0
+
+
+def test_time_calls_rotates_and_rejects_bad_repeat(bench):
+    common = bench("common")
+    seen = []
+    times = common.time_calls(seen.append, CPU, warmup=2, repeat=3)
+    assert seen == [0, 1, 2, 3, 4] and len(times) == 3 and all(t >= 0 for t in times)
+    with pytest.raises(ValueError, match="repeat"):
+        common.time_calls(seen.append, CPU, warmup=0, repeat=0)
+
+
+def test_markdown_table_escapes_pipes(bench):
+    table = bench("common").markdown_table([{"a": "|x~0|", "b": 1.234}], [("a", "A"), ("b", "B", 1), ("c", "C")])
+    assert table.splitlines()[-1] == "| \\|x~0\\| | 1.2 | - |"
+
+
+def test_mixed_op_bench(bench, tmp_path):
+    mixed_op = bench("mixed_op")
+    out = tmp_path / "mixed_op.json"
+    result = mixed_op.main(["--device", "cpu", "--quick", "--batch-size", "2", "--shapes", "nb201-s3", "darts",
+                            "--repeat", "1", "--warmup", "0", "--threads", "1", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["machine"]["cpu"] and saved["machine"]["torch"] == torch.__version__
+    assert saved["copy_gbps"] > 0
+    impls = set(mixed_op.engine_backends(CPU)) | {"eager"}
+    for case in mixed_op.CASES:
+        for shape in ("nb201-s3", "darts"):
+            rows = {r["impl"]: r for r in saved["rows"] if r["case"] == case and r["shape"] == shape}
+            assert set(rows) == impls, (case, shape)
+            for impl, row in rows.items():
+                assert row["ms"] > 0 and row["saved_mb"] > 0
+                assert impl == "eager" or row["max_rel_err"] < 1e-4, (case, shape, impl)
+                assert (row.get("gbps") is not None) == (case != "edge")
+    # The fused MixedOp keeps less for backward than the plain sum(w * op(x)).
+    assert result["saved_ratios"] and all(0 < r["ratio"] < 1 for r in result["saved_ratios"])
+
+
+def test_search_step_bench(bench, tmp_path):
+    search_step = bench("search_step")
+    out = tmp_path / "step.json"
+    common = ["--device", "cpu", "--layers", "1", "--batch-size", "2", "--image-size", "8", "--steps", "1", "--warmup", "1",
+              "--threads", "1"]
+    result = search_step.main(["--space", "nb201", *common, "--isolate", "never", "--json", str(out),
+                               "--variants", "plain", "engine-reference", "channels-last", "fused-opt"])
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["plain", "engine-reference", "channels-last", "fused-opt"]
+    for row in rows.values():
+        if "skipped" in row:  # e.g. a fused optimizer this torch build lacks on CPU
+            continue
+        assert row["ms"] > 0 and math.isfinite(row["loss"]) and row["peak_mb"] > 0
+        assert row["projected_min"] == pytest.approx(50 * 12500 * row["ms"] / 1e3 / 60)
+    assert rows["plain"]["speedup"] == pytest.approx(1.0)
+    assert result["machine"]["device"] == "cpu"
+    # One variant through the fresh-process path, on the DARTS space.
+    isolated = search_step.main(["--space", "darts", *common, "--layers", "3", "--isolate", "always", "--variants", "plain"])
+    row = isolated["rows"][0]
+    assert "skipped" not in row, row
+    assert row["ms"] > 0 and row["peak_kind"].startswith("process peak RSS")
+
+
+def test_search_step_variants_unknown_or_unavailable(bench):
+    search_step = bench("search_step")
+    with pytest.raises(ValueError, match="warp-speed"):
+        search_step.main(["--device", "cpu", "--variants", "warp-speed"])
+    result = search_step.main(["--device", "cpu", "--variants", "cuda-graph", "engine-cuda"])
+    assert [r["skipped"] for r in result["rows"]] == ["not available on cpu here"] * 2
+
+
+def test_search_e2e_bench(bench, tmp_path):
+    search_e2e = bench("search_e2e")
+    result = search_e2e.main(["--dataset", "synthetic", "--data-dir", str(tmp_path), "--device", "cpu", "--epochs", "1",
+                              "--batch-size", "8", "--max-steps-per-epoch", "1", "--layers", "1", "--seeds", "0",
+                              "--out-root", str(tmp_path / "runs"), "--json", str(tmp_path / "e2e.json")])
+    row = result["rows"][0]
+    assert "error" not in row, row
+    assert row["genotype"].startswith("|") and row["epochs"] == 1 and row["minutes"] > 0
+    assert json.loads((tmp_path / "e2e.json").read_text())["summary"]["genotype"] == "1 of 1 runs"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_script_parses():
+    """The GPU script cannot run here; at least it must stay valid bash."""
+    proc = subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
