@@ -21,13 +21,6 @@ from sdarts.data import datasets as datasets_module
 from sdarts.data.datasets import channel_stats
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and a busy machine makes OpenMP spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def check_arrays(data, num_classes, size):

@@ -15,13 +15,6 @@ BEST_OPS = ("nor_conv_3x3",) * 3 + ("skip_connect", "nor_conv_3x3", "nor_conv_3x
 ALL_SKIP = NB201Cell.from_ops(["skip_connect"] * 6)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and a busy machine makes OpenMP spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- NB201Cell

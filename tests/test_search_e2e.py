@@ -22,13 +22,6 @@ TINY = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "16", "--ma
         "--init-channels", "4", "--layers", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and a busy machine makes OpenMP spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(out, *extra):
