@@ -3,7 +3,8 @@
 Batches are produced on the device (uint8 images stay there; crop + flip in batch).  Under
 DDP every rank takes its slice of each global batch, so ``--batch-size`` is per process and
 the global batch is ``batch_size * world_size``.  ``imagenet`` means an ImageFolder tree
-(``DATA_DIR/train``, ``DATA_DIR/val``), resized and center-cropped to 224x224.
+(``DATA_DIR/train``, ``DATA_DIR/val``) read with the standard ImageNet augmentation
+(:mod:`.imagenet_data`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from ..data import DatasetArrays, load_dataset, make_loader, shared_data_dir
 from ..search.distributed import DistContext
+from .imagenet_data import ImageNetLoader
 from .recipes import TrainConfig
 
 IMAGENET_SIZE = 224
@@ -40,13 +42,22 @@ class TrainData:
 
 
 def load_arrays(config: TrainConfig) -> DatasetArrays:
-    data_dir = config.data_dir or shared_data_dir()
-    if config.dataset == "imagenet":
-        return load_dataset("imagefolder", data_dir, image_size=IMAGENET_SIZE)
-    return load_dataset(config.dataset, data_dir)
+    return load_dataset(config.dataset, config.data_dir or shared_data_dir())
+
+
+def load_imagenet(config: TrainConfig, ctx: DistContext, device: torch.device) -> TrainData:
+    if not config.data_dir:
+        raise ValueError("--data-dir is required for --dataset imagenet (an ImageFolder tree with train/ and val/)")
+    common = dict(seed=config.seed, device=device, rank=ctx.rank, world_size=ctx.world_size,
+                  num_workers=config.workers, size=IMAGENET_SIZE)
+    train = ImageNetLoader(config.data_dir, "train", config.batch_size, train=True, **common)
+    test = ImageNetLoader(config.data_dir, "val", config.batch_size, train=False, drop_last=False, **common)
+    return TrainData(train, test, train.num_classes, (3, IMAGENET_SIZE, IMAGENET_SIZE))
 
 
 def load_train_data(config: TrainConfig, ctx: DistContext, device: torch.device) -> TrainData:
+    if config.dataset == "imagenet":
+        return load_imagenet(config, ctx, device)
     data = load_arrays(config)
     common = dict(batch_size=config.batch_size * ctx.world_size, seed=config.seed, device=device,
                   rank=ctx.rank, world_size=ctx.world_size, num_workers=config.workers)
