@@ -89,7 +89,7 @@ export PY
 export -f versions gpu_tests  # so that `timeout` can run them through bash
 stage versions 30 bash -c versions
 stage build 180 "$PY" -m pip install --no-build-isolation --no-deps -e .
-stage backends 20 "$PY" -m sdarts.ops.backends
+stage backends 20 "$PY" -m sdarts
 stage gpu-tests 90 bash -c gpu_tests
 read -r -a compile_cases <<<"${MIXED_OP_COMPILE:-sum}"
 stage mixed-op 90 "$PY" bench/mixed_op.py --device cuda --json "$OUT/mixed_op.json" --compile-cases "${compile_cases[@]}"
