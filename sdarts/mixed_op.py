@@ -123,6 +123,7 @@ class MixedOp(nn.Module):
         self.has_skip = skip_idx < K
         self.has_pool = pool_idx < K
         self.last_weight_grad: Optional[torch.Tensor] = None
+        self._grad_hook = None
 
     @staticmethod
     def _kind(op: nn.Module) -> str:
@@ -140,7 +141,11 @@ class MixedOp(nn.Module):
         if weights.dim() != 1 or weights.shape[0] != len(self._ops):
             raise ValueError(f"weights must be 1-D with {len(self._ops)} entries (one per candidate), got shape {tuple(weights.shape)}")
         if weights.requires_grad and torch.is_grad_enabled():
-            weights.register_hook(self._remember_grad)
+            # One hook at a time: a leaf `weights` passed every step would otherwise collect one
+            # more hook per forward (and run them all in every backward).
+            if self._grad_hook is not None:
+                self._grad_hook.remove()
+            self._grad_hook = weights.register_hook(self._remember_grad)
         if not self.fused:
             return sum(w * op(x) for w, op in zip(weights, self._ops))
         relu_x = F.relu(x) if self.shares_relu else None
@@ -187,6 +192,12 @@ class MixedOp(nn.Module):
         if not (self.recompute and torch.is_grad_enabled()):
             return op.pre_bn(x, relu_x)
         return checkpoint(op.pre_bn, x, relu_x, use_reentrant=False, context_fn=lambda: _recompute_contexts(op))
+
+    def __getstate__(self):
+        # The hook handle belongs to the last graph, not to the module's state.
+        state = dict(super().__getstate__())
+        state["_grad_hook"] = None
+        return state
 
     def _remember_grad(self, grad: torch.Tensor) -> None:
         # dL/dp_k of this edge from the last backward, for the per-op gradient diagnostics.

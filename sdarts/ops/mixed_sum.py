@@ -1,5 +1,9 @@
 """The mixed sum of a DARTS edge as a ``torch.library`` custom op with an autograd formula.
 
+Eager calls go through an equivalent ``torch.autograd.Function`` instead: the custom-op
+machinery costs a few hundred microseconds of host time per call, which dominates at search
+shapes; under ``torch.compile`` the custom op is used, so tracing never breaks the graph.
+
 ``mixed_sum(branches, weights)`` is the public, generic form: out = sum_k w_k * branch_k.
 ``mixed_edge(...)`` is the engine form used by ``MixedOp``: branches may carry a per-channel
 affine (a fused, non-affine BatchNorm), and the skip and 3x3 average-pool candidates are
@@ -25,8 +29,7 @@ from .reference import MAX_BRANCHES
 # --------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("sdarts::mixed_forward", mutates_args=())
-def _forward_op(
+def _forward_impl(
     branches: List[Tensor],
     coef: Tensor,
     scale: Optional[Tensor],
@@ -36,6 +39,7 @@ def _forward_op(
     has_pool: bool,
     backend: str,
 ) -> Tensor:
+    """The forward on one backend (the custom op and the eager Function both call this)."""
     impl = backends.implementation(backend)
     if len(branches) <= MAX_BRANCHES:
         return impl.mixed_forward(list(branches), coef, scale, shift, x, has_skip, has_pool)
@@ -58,13 +62,26 @@ def _forward_op(
     return out
 
 
+@torch.library.custom_op("sdarts::mixed_forward", mutates_args=())
+def _forward_op(
+    branches: List[Tensor],
+    coef: Tensor,
+    scale: Optional[Tensor],
+    shift: Optional[Tensor],
+    x: Optional[Tensor],
+    has_skip: bool,
+    has_pool: bool,
+    backend: str,
+) -> Tensor:
+    return _forward_impl(branches, coef, scale, shift, x, has_skip, has_pool, backend)
+
+
 @_forward_op.register_fake
 def _forward_fake(branches, coef, scale, shift, x, has_skip, has_pool, backend):
     return torch.empty_like(branches[0] if len(branches) else x)
 
 
-@torch.library.custom_op("sdarts::mixed_backward", mutates_args=())
-def _backward_op(
+def _backward_impl(
     grad_out: Tensor,
     branches: List[Tensor],
     coef: Tensor,
@@ -106,6 +123,22 @@ def _backward_op(
     return grad_branches + small
 
 
+@torch.library.custom_op("sdarts::mixed_backward", mutates_args=())
+def _backward_op(
+    grad_out: Tensor,
+    branches: List[Tensor],
+    coef: Tensor,
+    scale: Optional[Tensor],
+    x: Optional[Tensor],
+    has_skip: bool,
+    has_pool: bool,
+    need_branch_grads: bool,
+    need_x_grad: bool,
+    backend: str,
+) -> List[Tensor]:
+    return _backward_impl(grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend)
+
+
 @_backward_op.register_fake
 def _backward_fake(grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend):
     like = branches[0] if len(branches) else x
@@ -127,6 +160,8 @@ def _setup_context(ctx, inputs, output):
     ctx.num_branches = len(branches)
     ctx.flags = (has_skip, has_pool, backend)
     ctx.x_given = x is not None
+    ctx.branches_need_grad = any(b.requires_grad for b in branches)
+    ctx.x_needs_grad = x is not None and x.requires_grad
     # Save only what backward reads: the branches and x are needed only for the dL/dw dot
     # products, so nothing large is saved when the weights need no gradient.
     ctx.need_dots = any(t is not None and t.requires_grad for t in (coef, scale, shift))
@@ -137,10 +172,16 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out):
+    grads = _backward_core(ctx, grad_out, _backward_op)
+    return grads + (None, None, None)
+
+
+def _backward_core(ctx, grad_out, backward_fn):
+    """(grad_branches, grad_coef, grad_scale, grad_shift, grad_x) with ``backward_fn`` doing the pass."""
     has_skip, has_pool, backend = ctx.flags
     B = ctx.num_branches
-    need_branch_grads = bool(ctx.needs_input_grad[0]) and B > 0
-    need_x_grad = ctx.x_given and bool(ctx.needs_input_grad[4]) and (has_skip or has_pool)
+    need_branch_grads = ctx.branches_need_grad and B > 0
+    need_x_grad = ctx.x_needs_grad and (has_skip or has_pool)
     if not ctx.need_dots:
         coef, scale = ctx.saved_tensors
         return _elementwise_grads(grad_out, B, coef, scale, has_skip, has_pool, need_branch_grads, need_x_grad)
@@ -148,7 +189,7 @@ def _backward(ctx, grad_out):
     branches = list(saved[:B])
     coef, scale, shift, x = saved[B:]
     grad_out = _like_layout(grad_out, branches[0] if branches else x)
-    outs = _backward_op(grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend)
+    outs = backward_fn(grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend)
     grad_branches = outs[:B] if need_branch_grads else [None] * B
     grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = outs[len(outs) - 5 :]
     chan_dot = chan_dot.to(coef.dtype)
@@ -163,7 +204,7 @@ def _backward(ctx, grad_out):
     if scale is not None:
         grad_scale = coef[:B, None] * chan_dot
         grad_shift = coef[:B, None] * chan_gsum[None, :]
-    return grad_branches, grad_coef, grad_scale, grad_shift, grad_x if need_x_grad else None, None, None, None
+    return grad_branches, grad_coef, grad_scale, grad_shift, grad_x if need_x_grad else None
 
 
 def _elementwise_grads(grad_out, B, coef, scale, has_skip, has_pool, need_branch_grads, need_x_grad):
@@ -185,10 +226,28 @@ def _elementwise_grads(grad_out, B, coef, scale, has_skip, has_pool, need_branch
         if has_pool:
             acc = acc + coef[B + 1] * avg_pool3_transpose(g)
         grad_x = acc.to(grad_out.dtype)
-    return grad_branches, None, None, None, grad_x, None, None, None
+    return grad_branches, None, None, None, grad_x
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _MixedEdgeEager(torch.autograd.Function):
+    """The same forward and backward as the custom op, without its per-call dispatch cost."""
+
+    @staticmethod
+    def forward(coef, scale, shift, x, has_skip, has_pool, backend, *branches):
+        return _forward_impl(list(branches), coef, scale, shift, x, has_skip, has_pool, backend)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        coef, scale, shift, x, has_skip, has_pool, backend, *branches = inputs
+        _setup_context(ctx, (branches, coef, scale, shift, x, has_skip, has_pool, backend), output)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_branches, grad_coef, grad_scale, grad_shift, grad_x = _backward_core(ctx, grad_out, _backward_impl)
+        return (grad_coef, grad_scale, grad_shift, grad_x, None, None, None, *grad_branches)
 
 
 def _like_layout(t: Tensor, like: Tensor) -> Tensor:
@@ -270,7 +329,10 @@ def mixed_edge(
     operands = _common_layout(operands)
     branches = operands[: len(branches)]
     x = operands[-1] if x is not None else None
-    return _forward_op(branches, coef.to(device=like.device, dtype=acc_dtype), scale, shift, x, has_skip, has_pool, chosen)
+    coef = coef.to(device=like.device, dtype=acc_dtype)
+    if torch.compiler.is_compiling():
+        return _forward_op(branches, coef, scale, shift, x, has_skip, has_pool, chosen)
+    return _MixedEdgeEager.apply(coef, scale, shift, x, has_skip, has_pool, chosen, *branches)
 
 
 def mixed_sum(branches: Sequence[Tensor], weights: Tensor, *, backend: str = "auto") -> Tensor:
