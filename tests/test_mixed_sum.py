@@ -196,22 +196,25 @@ def test_random_shapes_all_cpu_backends(n, c, h, w, k, channels_last, seed):
 
 
 def test_non_4d_branches():
+    torch.manual_seed(4)
     bs = [torch.randn(7, 3, requires_grad=True) for _ in range(3)]
     w = torch.rand(3, requires_grad=True)
     out = sdarts.mixed_sum(bs, w)
     assert out.shape == (7, 3)
     out.sum().backward()
-    assert torch.allclose(w.grad, torch.stack([b.detach().sum() for b in bs]), rtol=1e-5)
+    assert torch.allclose(w.grad, torch.stack([b.detach().sum() for b in bs]), rtol=1e-5, atol=1e-5)
 
 
 def test_torch_compile_traces_without_graph_break():
+    torch.manual_seed(3)
     bs = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]
     w = torch.rand(3, requires_grad=True)
     compiled = torch.compile(lambda b, w: sdarts.mixed_sum(b, w), fullgraph=True, backend="aot_eager")
     out = compiled(bs, w)
     out.sum().backward()
     assert torch.allclose(out, sum(wk * b for wk, b in zip(w, bs)), rtol=1e-5, atol=1e-6)
-    assert torch.allclose(w.grad, torch.stack([b.detach().sum() for b in bs]), rtol=1e-5)
+    # A sum of 96 terms in another order: absolute tolerance for sums near zero.
+    assert torch.allclose(w.grad, torch.stack([b.detach().sum() for b in bs]), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

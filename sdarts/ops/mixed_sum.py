@@ -62,18 +62,8 @@ def _forward_impl(
     return out
 
 
-@torch.library.custom_op("sdarts::mixed_forward", mutates_args=())
-def _forward_op(
-    branches: List[Tensor],
-    coef: Tensor,
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    x: Optional[Tensor],
-    has_skip: bool,
-    has_pool: bool,
-    backend: str,
-) -> Tensor:
-    return _forward_impl(branches, coef, scale, shift, x, has_skip, has_pool, backend)
+# The same functions, registered as custom ops for torch.compile.
+_forward_op = torch.library.custom_op("sdarts::mixed_forward", _forward_impl, mutates_args=())
 
 
 @_forward_op.register_fake
@@ -123,20 +113,7 @@ def _backward_impl(
     return grad_branches + small
 
 
-@torch.library.custom_op("sdarts::mixed_backward", mutates_args=())
-def _backward_op(
-    grad_out: Tensor,
-    branches: List[Tensor],
-    coef: Tensor,
-    scale: Optional[Tensor],
-    x: Optional[Tensor],
-    has_skip: bool,
-    has_pool: bool,
-    need_branch_grads: bool,
-    need_x_grad: bool,
-    backend: str,
-) -> List[Tensor]:
-    return _backward_impl(grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend)
+_backward_op = torch.library.custom_op("sdarts::mixed_backward", _backward_impl, mutates_args=())
 
 
 @_backward_op.register_fake
