@@ -16,9 +16,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+
+from sdarts.diagnostics import saved_bytes  # noqa: F401  (re-exported for the bench scripts)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MB = 1e6
@@ -91,33 +93,6 @@ def last_level_cache_bytes(device: torch.device) -> Optional[int]:
 
 
 # ----------------------------------------------------------------------------- memory
-
-
-def saved_bytes(fn: Callable[[], object], ignore: Iterable[torch.Tensor] = ()) -> Dict[str, int]:
-    """Bytes autograd saves for backward while ``fn()`` runs its forward.
-
-    Counts unique storages (views of one tensor count once), skipping those of ``ignore``
-    (e.g. module parameters, which every variant holds anyway).  Returns
-    ``{"bytes": ..., "tensors": ...}``; ``fn``'s result is kept alive until counting ends
-    so that no storage is freed and its address reused mid-count.
-    """
-    skip = {t.untyped_storage().data_ptr() for t in ignore}
-    storages: Dict[tuple, int] = {}
-    keep: List[torch.Tensor] = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        key = (t.device.type, t.device.index, storage.data_ptr())
-        if storage.data_ptr() not in skip:
-            storages[key] = storage.nbytes()
-        keep.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        result = fn()
-    total = sum(storages.values())
-    del result, keep
-    return {"bytes": total, "tensors": len(storages)}
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> Optional[int]:

@@ -7,23 +7,11 @@ import pytest
 import torch
 
 from sdarts import MixedOp
+from sdarts.diagnostics import saved_bytes
 from sdarts.ops import backends
 from sdarts.primitives import DARTS, NB201, PRIMITIVES
 
 CASES = [(NB201, 1), (DARTS, 1), (DARTS, 2)]
-
-
-def saved_bytes(fn):
-    """Bytes of the unique storages autograd saves for backward while running fn."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(storages.values()), out
 
 
 def twin(m: MixedOp) -> MixedOp:
@@ -87,8 +75,8 @@ def test_saves_at_most_half_the_bytes_of_the_plain_mixed_op(primitives, recomput
     m = MixedOp(16, 1, primitives, recompute=recompute)
     x = torch.randn(8, 16, 16, 16, requires_grad=True)
     w = torch.rand(len(primitives), requires_grad=True)
-    fused, _ = saved_bytes(lambda: m(x, w))
-    plain, _ = saved_bytes(lambda: twin(m)(x, w))
+    fused = saved_bytes(lambda: m(x, w))["bytes"]
+    plain = saved_bytes(lambda: twin(m)(x, w))["bytes"]
     assert fused <= limit * plain, (fused / plain)
 
 

@@ -61,7 +61,7 @@ class _ChannelMoments(torch.autograd.Function):
         slope = 2.0 * grad_var / count
         offset = grad_mean / count - slope * mean
         shape = (1, ch) + (1,) * (c.dim() - 2)
-        grad = torch.addcmul(offset.view(shape), c, slope.view(shape).to(c.dtype) if c.dtype == torch.float64 else slope.view(shape))
+        grad = torch.addcmul(offset.view(shape), c, slope.view(shape))
         return grad.to(c.dtype)
 
 
