@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Callable, Dict, Iterable, List
 
 import torch
@@ -32,3 +33,28 @@ def saved_bytes(fn: Callable[[], object], ignore: Iterable[torch.Tensor] = ()) -
     total = sum(storages.values())
     del result, keep
     return {"bytes": total, "tensors": len(storages)}
+
+
+# Ops that launch no kernel: views, metadata, bare allocations.
+_NO_KERNEL = {"detach", "empty", "empty_like", "new_empty", "empty_strided", "alias", "lift_fresh", "_local_scalar_dense"}
+
+
+def kernel_ops(fn: Callable[[], object]) -> "collections.Counter[str]":
+    """The aten ops ``fn()`` dispatches that do work (views and bare allocations left out),
+    counted by name.  At search shapes a GPU step costs about one launch per op, so this
+    device-independent count predicts the launch-bound GPU step from a CPU run."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: "collections.Counter[str]" = collections.Counter()
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if not (func.is_view or name in _NO_KERNEL):
+                counts[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count():
+        result = fn()
+    del result
+    return counts

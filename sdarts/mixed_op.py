@@ -8,7 +8,11 @@ original DARTS code, so it replaces that class with no other change.  Inside:
   never materialized or saved;
 * candidates ending in a non-affine BatchNorm hand the kernel their pre-BN tensor and the
   per-channel normalization (scale, shift), so the normalized outputs are never stored;
-* candidates starting with ReLU share one ReLU of x.
+* candidates starting with ReLU share one ReLU of x (and a cell may pass ``relu_x`` to share it
+  across every edge leaving the same node);
+* in training mode, when every candidate ends in a non-affine BatchNorm (both search spaces),
+  the whole edge is one autograd node (:func:`~sdarts.ops.normalized_edge.mixed_normalized_edge`):
+  few kernel launches, which is what a GPU step at search shapes is bound by.
 
 ``recompute=True`` also recomputes each candidate's pre-BN chain in backward instead of
 keeping its intermediate activations (activation checkpointing): far less memory for the
@@ -31,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .ops import mixed_edge
 from .ops.channel_stats import channel_moments
+from .ops.normalized_edge import mixed_normalized_edge
 from .primitives import DARTS, NB201Pool, PrimitiveSet, BNEnding, Zero
 
 ZERO, SKIP, POOL, BN_BRANCH, BRANCH = "zero", "skip", "pool", "bn_branch", "branch"
@@ -122,6 +127,15 @@ class MixedOp(nn.Module):
         self.register_buffer("coef_index", torch.tensor(branch_idx + [skip_idx, pool_idx]), persistent=False)
         self.has_skip = skip_idx < K
         self.has_pool = pool_idx < K
+        # The one-node path reads no coef entry for an absent skip/pool: any index will do.
+        self.register_buffer("coef_gather", torch.tensor(branch_idx + [skip_idx % K, pool_idx % K]), persistent=False)
+        self._bns = [op.bn for op, kind in zip(self._ops, self.kinds) if kind == BN_BRANCH]
+        self.one_node = (
+            len(self._bns) == len(branch_idx) > 0
+            and not any(bn.affine for bn in self._bns)
+            and len({(bn.eps, bn.momentum, bn.track_running_stats) for bn in self._bns}) == 1
+            and self._bns[0].momentum is not None
+        )
         self.last_weight_grad: Optional[torch.Tensor] = None
         self._grad_hook = None
 
@@ -137,7 +151,13 @@ class MixedOp(nn.Module):
             return BN_BRANCH
         return BRANCH
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    @property
+    def wants_relu(self) -> bool:
+        """Whether a candidate starts with ReLU(x): then a caller may pass ``relu_x``."""
+        return self.fused and any(isinstance(op, BNEnding) and op.starts_with_relu for op in self._ops)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``relu_x``: F.relu(x) if the caller already has it (shared by the edges leaving x)."""
         if weights.dim() != 1 or weights.shape[0] != len(self._ops):
             raise ValueError(f"weights must be 1-D with {len(self._ops)} entries (one per candidate), got shape {tuple(weights.shape)}")
         if weights.requires_grad and torch.is_grad_enabled():
@@ -148,7 +168,11 @@ class MixedOp(nn.Module):
             self._grad_hook = weights.register_hook(self._remember_grad)
         if not self.fused:
             return sum(w * op(x) for w, op in zip(weights, self._ops))
-        relu_x = F.relu(x) if self.shares_relu else None
+        if relu_x is None and self.shares_relu:
+            relu_x = F.relu(x)
+        bn = self._bns[0] if self._bns else None
+        if self.one_node and (bn.training or bn.running_mean is None) and not torch.compiler.is_compiling():
+            return self._forward_one_node(x, weights, relu_x)
         branches, scales, shifts = [], [], []
         any_bn = BN_BRANCH in self.kinds
         for op, kind in zip(self._ops, self.kinds):
@@ -187,6 +211,36 @@ class MixedOp(nn.Module):
             has_pool=self.has_pool,
             backend=self.backend,
         )
+
+    def _forward_one_node(self, x, weights, relu_x):
+        branches = [self._pre_bn(op, x, relu_x if op.starts_with_relu else None) for op, kind in zip(self._ops, self.kinds) if kind == BN_BRANCH]
+        if any(b.shape != branches[0].shape for b in branches):
+            raise ValueError("all candidates of a mixed op must produce one shape")
+        uses_x = self.has_skip or self.has_pool
+        out, mean, invstd = mixed_normalized_edge(
+            branches,
+            weights[self.coef_gather],
+            eps=self._bns[0].eps,
+            x=x.to(branches[0].dtype) if uses_x else None,  # under autocast the candidates may be half
+            has_skip=self.has_skip,
+            has_pool=self.has_pool,
+            backend=self.backend,
+        )
+        if self._bns[0].training and self._bns[0].track_running_stats:
+            count = branches[0].numel() // branches[0].shape[1]
+            self._update_running_stats(mean, invstd, count)
+        return out
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean, invstd, count):
+        """What each candidate's BatchNorm would have done to its running statistics."""
+        bns = self._bns
+        eps, momentum = bns[0].eps, bns[0].momentum
+        dtype = bns[0].running_mean.dtype
+        unbiased_var = invstd.pow(-2).sub_(eps).mul_(count / max(count - 1, 1))
+        torch._foreach_add_([bn.num_batches_tracked for bn in bns], 1)
+        torch._foreach_lerp_([bn.running_mean for bn in bns], list(mean.to(dtype).unbind(0)), momentum)
+        torch._foreach_lerp_([bn.running_var for bn in bns], list(unbiased_var.to(dtype).unbind(0)), momentum)
 
     def _pre_bn(self, op, x, relu_x):
         if not (self.recompute and torch.is_grad_enabled()):

@@ -71,7 +71,7 @@ def _forward_fake(branches, coef, scale, shift, x, has_skip, has_pool, backend):
     return torch.empty_like(branches[0] if len(branches) else x)
 
 
-def _backward_impl(
+def _backward_pass(
     grad_out: Tensor,
     branches: List[Tensor],
     coef: Tensor,
@@ -82,13 +82,16 @@ def _backward_impl(
     need_branch_grads: bool,
     need_x_grad: bool,
     backend: str,
-) -> List[Tensor]:
-    """Flat list: B branch grads (if requested), grad_x, chan_dot, chan_gsum, dot_skip, dot_pool."""
+) -> Tuple[List[Tensor], Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(branch grads (if requested), grad_x, chan_dot, chan_gsum, dot_skip, dot_pool) on one backend."""
     impl = backends.implementation(backend)
+    if len(branches) <= MAX_BRANCHES:
+        gb, gx, cd, gs, ds, dp = impl.mixed_backward(
+            grad_out, list(branches), coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad
+        )
+        return list(gb), gx, cd, gs, ds, dp
     grad_branches, chan_dots = [], []
-    grad_x = chan_gsum = dot_skip = dot_pool = None
-    starts = range(0, max(len(branches), 1), MAX_BRANCHES)
-    for start in starts:
+    for start in range(0, len(branches), MAX_BRANCHES):
         stop = min(start + MAX_BRANCHES, len(branches))
         first = start == 0
         chunk_coef = torch.cat([coef[start:stop], coef[-2:]])
@@ -107,13 +110,38 @@ def _backward_impl(
         chan_dots.append(cd)
         if first:
             grad_x, chan_gsum, dot_skip, dot_pool = gx, gs, ds, dp
-    # The small reductions may be views of one partials buffer in a backend; custom ops
-    # must not return aliases, and copying a few floats is free.
-    small = [grad_x if grad_x.numel() else grad_x.clone(), torch.cat(chan_dots), chan_gsum.clone(), dot_skip.clone(), dot_pool.clone()]
+    return grad_branches, grad_x, torch.cat(chan_dots), chan_gsum, dot_skip, dot_pool
+
+
+def _backward_eager(*args) -> List[Tensor]:
+    """The custom op's flat result, without the copies only the custom op needs."""
+    grad_branches, *small = _backward_pass(*args)
     return grad_branches + small
 
 
-_backward_op = torch.library.custom_op("sdarts::mixed_backward", _backward_impl, mutates_args=())
+def _backward_op_impl(
+    grad_out: Tensor,
+    branches: List[Tensor],
+    coef: Tensor,
+    scale: Optional[Tensor],
+    x: Optional[Tensor],
+    has_skip: bool,
+    has_pool: bool,
+    need_branch_grads: bool,
+    need_x_grad: bool,
+    backend: str,
+) -> List[Tensor]:
+    """Flat list: B branch grads (if requested), grad_x, chan_dot, chan_gsum, dot_skip, dot_pool."""
+    grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = _backward_pass(
+        grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend
+    )
+    # The small reductions may be views of one partials buffer in a backend; custom ops
+    # must not return aliases, and copying a few floats is free.
+    small = [grad_x if grad_x.numel() else grad_x.clone(), chan_dot.clone(), chan_gsum.clone(), dot_skip.clone(), dot_pool.clone()]
+    return grad_branches + small
+
+
+_backward_op = torch.library.custom_op("sdarts::mixed_backward", _backward_op_impl, mutates_args=())
 
 
 @_backward_op.register_fake
@@ -223,7 +251,7 @@ class _MixedEdgeEager(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_branches, grad_coef, grad_scale, grad_shift, grad_x = _backward_core(ctx, grad_out, _backward_impl)
+        grad_branches, grad_coef, grad_scale, grad_shift, grad_x = _backward_core(ctx, grad_out, _backward_eager)
         return (grad_coef, grad_scale, grad_shift, grad_x, None, None, None, *grad_branches)
 
 

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..darts_network import CifarStem, ImageNetStem
 from ..mixed_op import MixedOp
@@ -46,13 +47,21 @@ class SearchCell(nn.Module):
             for j in range(2 + i)
         )
 
+        # One ReLU per state, shared by every edge leaving it (each edge would compute its own).
+        self.share_relu = all(edge.wants_relu for edge in self.edges)
+
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        relus = [self._relu(h) for h in states]
         offset = 0
-        for _ in range(self.steps):
-            states.append(sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states)))
+        for step in range(self.steps):
+            states.append(sum(self.edges[offset + j](h, weights[offset + j], r) for j, (h, r) in enumerate(zip(states, relus))))
             offset += len(states) - 1
+            relus.append(self._relu(states[-1]) if step + 1 < self.steps else None)  # the last node feeds no edge
         return torch.cat(states[-self.multiplier:], dim=1)
+
+    def _relu(self, h: torch.Tensor) -> Optional[torch.Tensor]:
+        return F.relu(h) if self.share_relu else None
 
 
 class DartsSupernet(Supernet):

@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..mixed_op import MixedOp
 from ..primitives import NB201, ReLUConvBN
@@ -38,16 +39,20 @@ class SearchCell(nn.Module):
     def __init__(self, C: int, backend: str, fused: bool, recompute: bool = False):
         super().__init__()
         self.edges = nn.ModuleList(MixedOp(C, 1, NB201, backend=backend, fused=fused, recompute=recompute) for _ in EDGES)
+        # One ReLU per node, shared by every edge leaving it (each edge would compute its own).
+        self.share_relu = all(edge.wants_relu for edge in self.edges)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # One view per edge and cell, so each MixedOp's gradient hook sees only its own dL/dp.
         w = weights.unbind(0)
         nodes = [x]
+        relus = []
         for j in range(1, NUM_NODES):
+            relus.append(F.relu(nodes[-1]) if self.share_relu else None)  # node j-1 feeds edges from here on
             first = j * (j - 1) // 2  # index of edge (j <- 0)
-            node = self.edges[first](x, w[first])
+            node = self.edges[first](x, w[first], relus[0])
             for i in range(1, j):
-                node = node + self.edges[first + i](nodes[i], w[first + i])
+                node = node + self.edges[first + i](nodes[i], w[first + i], relus[i])
             nodes.append(node)
         return nodes[-1]
 

@@ -1,0 +1,112 @@
+"""A mixed edge whose candidates all end in a non-affine, batch-statistics BatchNorm, as one
+autograd node.
+
+This is what a DARTS or NAS-Bench-201 search edge is in training mode.  ``MixedOp`` could
+compose it from :func:`~sdarts.ops.channel_stats.channel_moments`, a few per-channel ops and
+:func:`~sdarts.ops.mixed_edge` (and does, under ``torch.compile`` and for other candidates),
+but every one of those small ops is a kernel launch forward and backward, and at search
+shapes (batch 64, 16-64 channels) a GPU step is bound by launches, not bytes.  Here the
+forward is: the batch statistics of each candidate (one reduction each on the GPU), one
+stack, and the fused mixed-sum kernel; the backward is the kernel's one pass plus the
+BatchNorm chain rule done on (B, C) statistics and one ``addcmul``/``add`` per candidate.
+
+Forward:  y_k = (b_k - mean_k) * invstd_k   (mean, biased var over N, H, W)
+          out = sum_k coef[k] * y_k + coef[B] * x + coef[B+1] * avgpool3(x)
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import backends
+from .channel_stats import _moments
+from .mixed_sum import _backward_pass, _common_layout, _forward_impl, _like_layout
+
+
+def batch_stats(branches: Sequence[Tensor], eps: float) -> Tuple[Tensor, Tensor]:
+    """Per-branch, per-channel batch mean and 1/sqrt(biased var + eps), stacked to (B, C)
+    in float32 (float64 for float64 branches)."""
+    if branches[0].is_cuda:
+        # One Welford reduction per branch (the kernel SyncBatchNorm uses); float32 for half inputs.
+        stats = [torch.batch_norm_stats(b, eps) for b in branches]
+        return torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats])
+    moments = [_moments(b) for b in branches]
+    mean = torch.stack([m for m, _ in moments])
+    var = torch.stack([v for _, v in moments])
+    return mean, torch.rsqrt(var + eps)
+
+
+class _NormalizedMixedEdge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, coef, x, eps, has_skip, has_pool, backend, *branches):
+        mean, invstd = batch_stats(branches, eps)
+        shift = torch.mul(mean, invstd).neg_()
+        out = _forward_impl(list(branches), coef, invstd, shift, x, has_skip, has_pool, backend)
+        ctx.flags = (has_skip, has_pool, backend)
+        ctx.x_needs_grad = x is not None and x.requires_grad and (has_skip or has_pool)
+        ctx.coef_needs_grad = coef.requires_grad
+        ctx.save_for_backward(coef, x if (has_skip or has_pool) else None, mean, invstd, *branches)
+        ctx.mark_non_differentiable(mean, invstd)
+        return out, mean, invstd
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
+        coef, x, mean, invstd, *branches = ctx.saved_tensors
+        has_skip, has_pool, backend = ctx.flags
+        B = len(branches)
+        count = branches[0].numel() // branches[0].shape[1]
+        grad_out = _like_layout(grad_out, branches[0])
+        grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = _backward_pass(
+            grad_out, branches, coef, invstd, x, has_skip, has_pool, True, ctx.x_needs_grad, backend
+        )
+        # <g, y_k>_c = invstd_k (<g, b_k>_c - mean_k sum_c g)
+        y_dot = invstd * torch.addcmul(chan_dot.to(mean.dtype), mean, chan_gsum.to(mean.dtype), value=-1.0)
+        grad_coef = None
+        if ctx.coef_needs_grad:
+            grad_coef = torch.cat([y_dot.sum(1).to(coef.dtype), torch.stack([dot_skip, dot_pool]).to(coef.dtype)])
+        # BatchNorm backward with dy_k = coef_k g: the kernel wrote coef_k invstd_k g; the batch
+        # statistics add  -coef_k invstd_k / M (sum_c g + y_k <g, y_k>_c),  an affine map of b_k.
+        k = coef[:B, None].to(mean.dtype) * invstd * (-1.0 / count)
+        slope = k * invstd * y_dot
+        offset = torch.addcmul(k * chan_gsum.to(mean.dtype), slope, mean, value=-1.0)
+        shape = (1, -1, 1, 1)
+        for gb, b, s, o in zip(grad_branches, branches, slope.to(branches[0].dtype), offset.to(branches[0].dtype)):
+            gb.addcmul_(b, s.view(shape)).add_(o.view(shape))
+        grad_x = grad_x if ctx.x_needs_grad else None
+        return (grad_coef, grad_x, None, None, None, None, *grad_branches)
+
+
+def mixed_normalized_edge(
+    branches: Sequence[Tensor],
+    coef: Tensor,
+    *,
+    eps: float = 1e-5,
+    x: Optional[Tensor] = None,
+    has_skip: bool = False,
+    has_pool: bool = False,
+    backend: str = "auto",
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """sum_k coef[k] * BN(branches[k]) + coef[B] * x + coef[B+1] * avgpool3(x), with BN the
+    training-mode, non-affine BatchNorm (batch statistics, ``eps``).
+
+    Returns ``(out, mean, invstd)``: the batch statistics (B, C), detached, are for the caller's
+    running-statistics update.  ``coef`` has B + 2 entries (entries for an absent skip/pool are
+    not read; their gradient is 0).  Every tensor is 4-D (N, C, H, W) of one shape, dtype and
+    device; the caller (``MixedOp``) guarantees it, this only fixes the layout.
+    """
+    branches = list(branches)
+    if not branches:
+        raise ValueError("mixed_normalized_edge needs at least one branch")
+    if coef.shape != (len(branches) + 2,):
+        raise ValueError(f"coef must have shape ({len(branches) + 2},) (B branches + skip + pool), got {tuple(coef.shape)}")
+    if (has_skip or has_pool) and x is None:
+        raise ValueError("has_skip/has_pool need the edge input x")
+    like = branches[0]
+    chosen = backends.resolve(backend, like.device, like.dtype)
+    operands: List[Tensor] = _common_layout(branches + ([x] if x is not None else []))
+    x = operands[-1] if x is not None else None
+    acc = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, *operands[: len(branches)])
