@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-call GPU check for a bare GPU machine: versions, build of the CUDA extension, the GPU
 # tests, the microbenchmark, the search-step benchmarks, then the reproduction run (a 50-epoch
-# Single-DARTS NB201 search on the CIFAR-10 copy with benchmark lookup) in what is left of
-# about 9.5 minutes.
+# Single-DARTS NB201 search on the CIFAR-10 copy with benchmark lookup, fp32, each training step
+# replayed from a CUDA graph) in what is left of about 9.5 minutes.
 #
 #   bash bench/gpu_check.sh                      # writes into $OUT (default ./gpu_out)
 #   E2E_EPOCHS=0 bash bench/gpu_check.sh         # skip the reproduction run
@@ -105,7 +105,7 @@ stage step-darts 60 "$PY" bench/search_step.py --space darts --device cuda --jso
 stage step-imagenet 45 "$PY" bench/search_step.py --space darts-imagenet --device cuda \
     --json "$OUT/search_step_darts_imagenet.json" --steps 5 --warmup 3 --variants plain engine-cuda all-fast
 if ((E2E_EPOCHS > 0)); then
-    stage e2e 600 "$PY" bench/search_e2e.py --device cuda --epochs "$E2E_EPOCHS" --json "$OUT/search_e2e.json" \
+    stage e2e 600 "$PY" bench/search_e2e.py --device cuda --cuda-graph --epochs "$E2E_EPOCHS" --json "$OUT/search_e2e.json" \
         --data-dir "$SDARTS_DATA/cifar10-jpeg" --nb201-table "$SDARTS_DATA/nb201/nb201_200ep_accuracies.csv" \
         --out-root "$(mktemp -d)"
 fi

@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--cuda-graph", action="store_true", help="replay each training step from a CUDA graph (CUDA only)")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
     parser.add_argument("--layers", type=int, default=None, help="supernet depth override, passed to the CLI (smoke runs)")
     parser.add_argument("--out-root", default=None, help="where the run directories go (default: runs/e2e-<time>)")
@@ -77,6 +78,8 @@ def cli_argv(args, seed: int, out: Path) -> List[str]:
         argv.append("--amp")
     if args.channels_last:
         argv.append("--channels-last")
+    if args.cuda_graph:
+        argv.append("--cuda-graph")
     for flag, value in (("--max-steps-per-epoch", args.max_steps_per_epoch), ("--layers", args.layers)):
         if value is not None:
             argv += [flag, str(value)]
@@ -129,8 +132,9 @@ def main(argv=None) -> Dict[str, object]:
     columns += [(name, name, 2) for name in ACCURACIES] if args.space == "nb201" else []
     columns += [("supernet_valid_acc", "supernet valid %"), ("epoch_s", "s/epoch", 1), ("minutes", "total min", 1),
                 ("error", "note")]
+    engine = "".join(f", {flag.replace('_', '-')}" for flag in ("amp", "channels_last", "cuda_graph") if getattr(args, flag))
     print(f"\n## {args.space} search end to end ({args.optimizer_level}, {args.activation}, {args.epochs} epochs, "
-          f"batch {args.batch_size}, {args.dataset} from {args.data_dir}); NAS-Bench-201 200-epoch accuracies, %\n")
+          f"batch {args.batch_size}{engine}, {args.dataset} from {args.data_dir}); NAS-Bench-201 200-epoch accuracies, %\n")
     print(markdown_table(result["rows"] + [result["summary"]], columns))
     sys.stdout.flush()
     return result

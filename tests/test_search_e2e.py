@@ -75,6 +75,7 @@ def test_tiny_search_writes_the_run_directory(tmp_path, table, capsys):
 
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["lr"] == 0.005 and config["args"]["optimizer_level"] == "single"
+    assert config["args"]["cuda_graph"] is False
     assert config["versions"]["torch"] == torch.__version__ and config["device"] == "cpu"
     assert config["backend"] in ("cpu", "reference") and config["world_size"] == 1
     assert config["space"]["ops"] == list(NB201.names) and len(config["space"]["edges"]["alpha"]) == 6
@@ -165,7 +166,8 @@ def write_bad_table(path):
 
 
 @pytest.mark.parametrize("case", ["no-out", "dataset", "data-dir", "table-columns", "table-missing", "table-space",
-                                  "backend", "resume-empty", "resume-garbage", "resume-flag", "out-taken", "epochs"])
+                                  "backend", "resume-empty", "resume-garbage", "resume-flag", "out-taken", "epochs",
+                                  "cuda-graph-cpu", "cuda-graph-second"])
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
     base = [*TINY, "--out", str(tmp_path / "run")]
     if case in ("resume-garbage", "resume-flag", "out-taken"):
@@ -184,6 +186,9 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
         "resume-flag": (["--resume", str(tmp_path / "run"), "--seed", "3"], "--seed 3 differs from the resumed run's 0"),
         "out-taken": (base, "already holds a run"),
         "epochs": ([*base, "--epochs", "0"], "--epochs must be at least 1"),
+        "cuda-graph-cpu": ([*base, "--cuda-graph"], "--cuda-graph needs a CUDA device, got --device cpu"),
+        "cuda-graph-second": ([*base, "--cuda-graph", "--optimizer-level", "bilevel-second"],
+                              "--cuda-graph does not support --optimizer-level bilevel-second"),
     }[case]
     if case == "resume-garbage":
         (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "more compute; worth it for the DARTS space on memory-bound machines)")
     engine.add_argument("--amp", action="store_true", help="bf16 autocast")
     engine.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    engine.add_argument("--cuda-graph", action="store_true",
+                        help="capture the whole training step (forward, backward, clipping, both optimizer steps) as "
+                        "one CUDA graph and replay it per batch (recaptured when the lr changes, once per epoch): "
+                        "removes the kernel-launch overhead that bounds small batches.  CUDA only; not with torchrun "
+                        "or --optimizer-level bilevel-second; needs fixed batch shapes (training batches are); "
+                        "alpha's Adam is then built with capturable=True")
     engine.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap train and evaluation steps (quick runs)")
     engine.add_argument("--log-every", type=int, default=50, help="steps between progress-bar updates (host syncs)")
     return p
@@ -137,6 +143,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.nb201_table is not None and args.space != "nb201":
         raise UsageError("--nb201-table needs --space nb201")
+    if args.cuda_graph and args.optimizer_level == "bilevel-second":
+        raise UsageError("--cuda-graph does not support --optimizer-level bilevel-second")
+
+
+def _check_cuda_graph(args: argparse.Namespace, device: torch.device, ctx: distributed.DistContext) -> None:
+    if not args.cuda_graph:
+        return
+    if device.type != "cuda":
+        raise UsageError(f"--cuda-graph needs a CUDA device, got --device {args.device} ({device})")
+    if ctx.enabled:
+        raise UsageError("--cuda-graph runs in one process: the DDP gradient all-reduce is not captured (drop torchrun)")
 
 
 def default_lr(space: str, dataset: str) -> float:
@@ -314,6 +331,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             wants_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
             ctx = distributed.init_from_env("cuda" if wants_cuda else "cpu")
             device = _resolve_device(args.device, ctx)
+            _check_cuda_graph(args, device, ctx)
             return _search(args, [PROG, *(argv if argv is not None else sys.argv[1:])], device, ctx)
         except (UsageError, CheckpointError, FileNotFoundError, NotADirectoryError) as err:
             if ctx.is_main:
@@ -347,7 +365,9 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
         distributed.broadcast_module(model)
 
     w_optimizer = torch.optim.SGD(model.weight_parameters(), lr=args.lr, momentum=W_MOMENTUM, weight_decay=W_WEIGHT_DECAY)
-    alpha_optimizer = torch.optim.Adam(model.arch_parameters(), lr=ALPHA_LR, betas=ALPHA_BETAS, weight_decay=ALPHA_WEIGHT_DECAY)
+    # capturable: Adam keeps its step count on the device, so that a CUDA graph can advance it.
+    alpha_optimizer = torch.optim.Adam(model.arch_parameters(), lr=ALPHA_LR, betas=ALPHA_BETAS, weight_decay=ALPHA_WEIGHT_DECAY,
+                                       capturable=args.cuda_graph)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, T_max=args.epochs, eta_min=0.0)
     amp_dtype = torch.bfloat16 if args.amp else None
     strategy = build_strategy(args.optimizer_level, w_optimizer, alpha_optimizer, grad_clip=W_GRAD_CLIP,
@@ -355,7 +375,8 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
 
     run = RunDir(args.out)
     searcher = Searcher(model, strategy, scheduler, data, space, epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch,
-                        log_every=args.log_every, lookup=lookup if ctx.is_main else None, dist_ctx=ctx, run_dir=run, autocast_dtype=amp_dtype)
+                        log_every=args.log_every, lookup=lookup if ctx.is_main else None, dist_ctx=ctx, run_dir=run,
+                        autocast_dtype=amp_dtype, cuda_graph=args.cuda_graph)
     if args.resume is not None:
         state = run.load_checkpoint()
         try:

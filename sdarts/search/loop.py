@@ -22,9 +22,10 @@ from ..spaces import SearchSpace
 from ..spaces.base import Supernet
 from . import distributed
 from .checkpoint import capture_rng_state, restore_rng_state
+from .graphed_step import GraphedStep
 from .metrics import EpochMeter, finite_or_none
 from .run_dir import RunDir
-from .strategies import SearchStrategy, full_precision
+from .strategies import Batch, SearchStrategy, StepOutput, full_precision
 
 CHECKPOINT_FORMAT = 1
 
@@ -53,6 +54,16 @@ def _num(value: Optional[float]) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
 
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)`` keeping this run's ``capturable`` (``--cuda-graph``):
+    torch takes every group setting from the checkpoint; with this run's flag it also puts
+    Adam's step count on the parameters' device, as a captured step needs."""
+    own = optimizer.param_groups
+    groups = [{**saved, "capturable": own[i]["capturable"]} if i < len(own) and "capturable" in own[i] else saved
+              for i, saved in enumerate(state["param_groups"])]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+
+
 def _cycle(loader) -> Iterator:
     # An alpha source shorter than the epoch starts over (same epoch seed: same order again).
     while True:
@@ -73,6 +84,8 @@ class Searcher:
         run_dir: where rank 0 writes metrics and checkpoints (None: nowhere).
         autocast_dtype: evaluate under autocast with this dtype (as the strategy trains).
         progress: show tqdm bars and per-epoch lines (rank 0 only in any case).
+        cuda_graph: replay each training step from a CUDA graph (:class:`GraphedStep`; its
+            requirements: CUDA, one process, Adam built with ``capturable=True``).
     """
 
     def __init__(
@@ -91,6 +104,7 @@ class Searcher:
         run_dir: Optional[RunDir] = None,
         autocast_dtype: Optional[torch.dtype] = None,
         progress: bool = True,
+        cuda_graph: bool = False,
     ):
         if strategy.alpha_source != "same" and data.alpha is None:
             raise ValueError(f"strategy {strategy.name!r} takes alpha's batches from {strategy.alpha_source!r}: data.alpha is required")
@@ -109,6 +123,7 @@ class Searcher:
         self.progress = progress and dist_ctx.is_main
         self.device = next(model.parameters()).device
         self.reduce = distributed.all_reduce_ if dist_ctx.enabled else None
+        self.graphed = GraphedStep(model, strategy) if cuda_graph else None
         self.history: List[Dict[str, Any]] = []
         self.start_epoch = 0
 
@@ -130,8 +145,8 @@ class Searcher:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
         self.model.load_state_dict(state["model"])
-        self.strategy.w_optimizer.load_state_dict(state["w_optimizer"])
-        self.strategy.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        _load_optimizer(self.strategy.w_optimizer, state["w_optimizer"])
+        _load_optimizer(self.strategy.alpha_optimizer, state["alpha_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         self.history = list(state["metrics"])
@@ -173,6 +188,12 @@ class Searcher:
         n = len(loader)
         return n if self.max_steps is None else min(n, self.max_steps)
 
+    def step(self, batch_w: Batch, batch_alpha: Batch) -> StepOutput:
+        """One training step: replayed from a CUDA graph with ``cuda_graph``, else eager."""
+        if self.graphed is not None:
+            return self.graphed(batch_w, batch_alpha)
+        return self.strategy.step(self.model, batch_w, batch_alpha)
+
     def train_epoch(self, epoch: int) -> Dict[str, Any]:
         self.model.train()
         steps = self._steps(self.data.train)
@@ -180,7 +201,7 @@ class Searcher:
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
         with bar:
             for step, (batch_w, batch_alpha) in enumerate(itertools.islice(self._batches(epoch), steps)):
-                out = self.strategy.step(self.model, batch_w, batch_alpha)
+                out = self.step(batch_w, batch_alpha)
                 meter.update(out.loss, out.logits, out.targets, step + 1)
                 meter.add_weight_grads(out.weight_grads)
                 if (step + 1) % self.log_every == 0 or step + 1 == steps:
