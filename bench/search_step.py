@@ -8,6 +8,7 @@ random batch already on the device, so data loading is not timed (see search_e2e
 Variants (``--variants``; each row says which backend ``auto`` picked):
   plain           the original-code supernet: ``fused=False``, eager, float32, NCHW
   plain-compile   plain + ``torch.compile`` of the model
+  plain-cuda-graph  plain, the whole step captured as a CUDA graph (GPU only): what graphs alone give
   engine-<b>      the fused engine with backend b (every available one; reference too)
   channels-last   engine (auto backend) on channels_last tensors
   amp             engine + bfloat16 autocast
@@ -89,6 +90,7 @@ def all_variants() -> Dict[str, Variant]:
     table = {
         "plain": Variant("plain", fused=False, backend="reference"),
         "plain-compile": Variant("plain-compile", fused=False, backend="reference", compile=True),
+        "plain-cuda-graph": Variant("plain-cuda-graph", fused=False, backend="reference", cuda_graph=True),
     }
     for b in ("cuda", "triton", "cpu", "reference"):
         table[f"engine-{b}"] = Variant(f"engine-{b}", backend=b)
