@@ -124,3 +124,11 @@ def test_gpu_check_script_parses():
     """The GPU script cannot run here; at least it must stay valid bash."""
     proc = subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_op_count_engine_launches_fewer_ops_than_plain(bench, capsys):
+    """The launch-count proxy of a GPU step: the engine must not dispatch more work than plain."""
+    op_count = bench("op_count")
+    counts = op_count.main(["--space", "nb201"])
+    assert "| engine |" in capsys.readouterr().out
+    assert 0 < counts["engine"] < 0.95 * counts["plain"]

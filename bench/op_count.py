@@ -1,0 +1,85 @@
+"""Kernel ops per search step, plain supernet against the engine: a launch count measured on the CPU.
+
+At search shapes (batch 64, 16-64 channels) a GPU step is bound by kernel launches, not by
+bytes, so the number of aten ops that do work (``sdarts.diagnostics.kernel_ops``: views and bare
+allocations left out) predicts which version is faster on a GPU without one.  The engine's own
+kernels are calls into ``sdarts._C`` or Triton and are not aten ops: each edge adds one launch
+forward and one to three backward (kernel, then deterministic partial-sum reductions).
+
+``--stats cuda`` (default) counts the BatchNorm statistics as they run on CUDA (one
+``batch_norm_stats`` per candidate; emulated here by one ``var_mean``); ``--stats cpu`` counts
+the CPU path as it is (~13 ops per candidate, cheap on a CPU).
+
+    python bench/op_count.py --space nb201
+    python bench/op_count.py --space darts --layers 2 --top 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+
+import sdarts.ops.normalized_edge as normalized_edge
+from sdarts.diagnostics import kernel_ops
+from sdarts.spaces import build_supernet
+
+
+def cuda_like_batch_stats(branches, eps):
+    """One reduction op per candidate, as torch.batch_norm_stats on CUDA, then the two stacks."""
+    moments = [torch.var_mean(b, dim=(0, 2, 3), correction=0) for b in branches]
+    return torch.stack([m for _, m in moments]), torch.stack([v for v, _ in moments]).add_(eps).rsqrt_()
+
+
+@contextlib.contextmanager
+def statistics_counted_as(device: str):
+    saved = normalized_edge.batch_stats
+    if device == "cuda":
+        normalized_edge.batch_stats = cuda_like_batch_stats
+    try:
+        yield
+    finally:
+        normalized_edge.batch_stats = saved
+
+
+def count_step(space: str, fused: bool, layers: int, batch: int) -> Counter:
+    torch.manual_seed(0)
+    depth = dict(N=layers) if space == "nb201" else dict(layers=layers)
+    model = build_supernet(space, 10, fused=fused, backend="reference" if not fused else "auto", **depth).train()
+    x = torch.randn(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        F.cross_entropy(model(x), y).backward()
+
+    step()  # first call builds lazy state (hooks, caches)
+    return kernel_ops(step)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", choices=("nb201", "darts"), default="nb201")
+    parser.add_argument("--layers", type=int, default=None, help="NB201 cells per stage (default 1) / DARTS cells (default 2)")
+    parser.add_argument("--batch-size", type=int, default=2, help="the count does not depend on it")
+    parser.add_argument("--stats", choices=("cuda", "cpu"), default="cuda", help="count the BatchNorm statistics as on CUDA or as on the CPU")
+    parser.add_argument("--top", type=int, default=0, help="also list the most frequent ops")
+    args = parser.parse_args(argv)
+    layers = args.layers if args.layers is not None else (1 if args.space == "nb201" else 2)
+    with statistics_counted_as(args.stats):
+        counts = {name: count_step(args.space, name == "engine", layers, args.batch_size) for name in ("plain", "engine")}
+    plain, engine = (sum(c.values()) for c in counts.values())
+    print(f"## kernel ops per search step, {args.space} ({layers} {'cells per stage' if args.space == 'nb201' else 'cells'}), "
+          f"statistics counted as on {args.stats.upper()}\n")
+    print("| version | aten ops | x plain |\n| --- | --- | --- |")
+    print(f"| plain | {plain} | 1.00 |\n| engine | {engine} | {engine / plain:.2f} |")
+    if args.top:
+        for name, c in counts.items():
+            print(f"\n{name}: " + ", ".join(f"{op} {n}" for op, n in c.most_common(args.top)))
+    return {"plain": plain, "engine": engine}
+
+
+if __name__ == "__main__":
+    main()
