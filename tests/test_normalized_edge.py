@@ -26,16 +26,17 @@ def rel_err(a, b):
 
 
 def oracle(branches, coef, x, has_skip, has_pool, eps, grad):
-    """float64 autograd: sum_k coef_k BN(b_k) + coef_B x + coef_B+1 avgpool3(x)."""
-    bs = [b.detach().double().requires_grad_() for b in branches]
+    """float64 autograd: sum_k coef_k BN(b_k) + coef_B x + coef_B+1 avgpool3(x).  Contiguous:
+    PyTorch's CUDA avg_pool2d backward disagrees with its CPU one in channels_last."""
+    bs = [b.detach().double().contiguous().requires_grad_() for b in branches]
     c = coef.detach().double().requires_grad_()
-    xd = x.detach().double().requires_grad_()
+    xd = x.detach().double().contiguous().requires_grad_()
     out = sum(c[k] * F.batch_norm(b, None, None, training=True, eps=eps) for k, b in enumerate(bs))
     if has_skip:
         out = out + c[len(bs)] * xd
     if has_pool:
         out = out + c[len(bs) + 1] * F.avg_pool2d(xd, 3, 1, 1, count_include_pad=False)
-    out.backward(grad.double())
+    out.backward(grad.double().contiguous())
     return out, [b.grad for b in bs], c.grad, xd.grad
 
 
