@@ -17,6 +17,9 @@ Variants (``--variants``; each row says which backend ``auto`` picked):
   cuda-graph      engine with the whole step (optimizers included, Adam ``capturable=True``)
                   captured once as a CUDA graph and replayed (GPU only)
   all-fast        channels-last + amp + fused-opt + cuda-graph (GPU only)
+  recompute, recompute-cl, recompute-sep-cl
+                  engine with ``recompute=True`` (+ channels-last), or recomputing only the
+                  SepConvs (DARTS space), on channels_last
 
 Reported: ms/step (median after warm-up; CUDA events on GPU), images/s, peak memory (device
 memory on GPU; peak RSS of a fresh process per variant on CPU) and the projected wall time of
@@ -38,7 +41,7 @@ import math
 import subprocess
 import sys
 from dataclasses import dataclass, replace
-from typing import Dict, List
+from typing import Dict, List, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -65,6 +68,7 @@ from sdarts.spaces import build_supernet
 
 SPACES = ("nb201", "darts", "darts-imagenet")
 CHILD_MARK = "SEARCH_STEP_RESULT "
+SEP_CONVS = ("sep_conv_3x3", "sep_conv_5x5")  # the DARTS candidates that keep most internals
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class Variant:
     fused_opt: bool = False
     compile: bool = False
     cuda_graph: bool = False
-    recompute: bool = False
+    recompute: Union[bool, Tuple[str, ...]] = False  # True, or the candidates to recompute
 
     def options(self) -> str:
         flags = [k.replace("_", "-") for k in ("channels_last", "amp", "fused_opt", "compile", "cuda_graph", "recompute") if getattr(self, k)]
@@ -101,6 +105,7 @@ def all_variants() -> Dict[str, Variant]:
     table["cuda-graph"] = replace(engine, name="cuda-graph", cuda_graph=True)
     table["recompute"] = replace(engine, name="recompute", recompute=True)
     table["recompute-cl"] = replace(engine, name="recompute-cl", recompute=True, channels_last=True)
+    table["recompute-sep-cl"] = replace(engine, name="recompute-sep-cl", recompute=SEP_CONVS, channels_last=True)
     table["all-fast"] = replace(engine, name="all-fast", channels_last=True, amp=True, fused_opt=True, cuda_graph=True)
     return table
 

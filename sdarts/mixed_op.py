@@ -92,7 +92,9 @@ class MixedOp(nn.Module):
             (interpreted with the DARTS conventions).
         backend: mixed-sum backend (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
         fused: ``False`` computes the plain ``sum(w * op(x))`` of the original code.
-        recompute: recompute candidate internals in backward instead of saving them.
+        recompute: recompute candidate internals in backward instead of saving them: ``True``
+            for every candidate, or the names of those to recompute (e.g. the SepConvs, which
+            keep most internals).
     """
 
     def __init__(
@@ -104,7 +106,7 @@ class MixedOp(nn.Module):
         C_out: Optional[int] = None,
         backend: str = "auto",
         fused: bool = True,
-        recompute: bool = False,
+        recompute: Union[bool, Sequence[str]] = False,
     ):
         super().__init__()
         if not isinstance(primitives, PrimitiveSet):
@@ -116,6 +118,12 @@ class MixedOp(nn.Module):
         self.backend = backend
         self.fused = fused
         self.recompute = recompute
+        if isinstance(recompute, bool):
+            recompute = primitives.names if recompute else ()
+        unknown = sorted(set(recompute) - set(primitives.names))
+        if unknown:
+            raise ValueError(f"recompute names candidates {unknown} that are not among {list(primitives.names)}")
+        self._recomputed = tuple(name in recompute for name in primitives.names)
         self._ops = nn.ModuleList(primitives.build_search_op(name, C, C_out, stride) for name in primitives.names)
         self.kinds = [self._kind(op) for op in self._ops]
         self.shares_relu = sum(isinstance(op, BNEnding) and op.starts_with_relu for op in self._ops) > 1
@@ -175,9 +183,9 @@ class MixedOp(nn.Module):
             return self._forward_one_node(x, weights, relu_x)
         branches, scales, shifts = [], [], []
         any_bn = BN_BRANCH in self.kinds
-        for op, kind in zip(self._ops, self.kinds):
+        for k, (op, kind) in enumerate(zip(self._ops, self.kinds)):
             if kind == BN_BRANCH:
-                c = self._pre_bn(op, x, relu_x if op.starts_with_relu else None)
+                c = self._pre_bn(k, x, relu_x if op.starts_with_relu else None)
                 scale, shift = _bn_scale_shift(op.bn, c)
             elif kind == BRANCH:
                 c = op(x)
@@ -213,7 +221,11 @@ class MixedOp(nn.Module):
         )
 
     def _forward_one_node(self, x, weights, relu_x):
-        branches = [self._pre_bn(op, x, relu_x if op.starts_with_relu else None) for op, kind in zip(self._ops, self.kinds) if kind == BN_BRANCH]
+        branches = [
+            self._pre_bn(k, x, relu_x if op.starts_with_relu else None)
+            for k, (op, kind) in enumerate(zip(self._ops, self.kinds))
+            if kind == BN_BRANCH
+        ]
         if any(b.shape != branches[0].shape for b in branches):
             raise ValueError("all candidates of a mixed op must produce one shape")
         uses_x = self.has_skip or self.has_pool
@@ -242,8 +254,9 @@ class MixedOp(nn.Module):
         torch._foreach_lerp_([bn.running_mean for bn in bns], list(mean.to(dtype).unbind(0)), momentum)
         torch._foreach_lerp_([bn.running_var for bn in bns], list(unbiased_var.to(dtype).unbind(0)), momentum)
 
-    def _pre_bn(self, op, x, relu_x):
-        if not (self.recompute and torch.is_grad_enabled()):
+    def _pre_bn(self, k, x, relu_x):
+        op = self._ops[k]
+        if not (self._recomputed[k] and torch.is_grad_enabled()):
             return op.pre_bn(x, relu_x)
         return checkpoint(op.pre_bn, x, relu_x, use_reentrant=False, context_fn=lambda: _recompute_contexts(op))
 

@@ -80,6 +80,25 @@ def test_saves_at_most_half_the_bytes_of_the_plain_mixed_op(primitives, recomput
     assert fused <= limit * plain, (fused / plain)
 
 
+def test_recompute_some_candidates_only():
+    """recompute=<names>: exact, and it saves less than none recomputed, more than all."""
+    torch.manual_seed(2)
+    sep = ("sep_conv_3x3", "sep_conv_5x5")
+    m = MixedOp(6, 1, DARTS, recompute=sep).double()
+    x = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    w = torch.rand(len(DARTS), dtype=torch.float64)
+    g = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    got, want = run(m, x, w, g), run(twin(m), x, w, g)
+    for a, b in zip(got[:3], want[:3]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    xs = torch.randn(4, 8, 16, 16, requires_grad=True)
+    ws = torch.rand(len(DARTS), requires_grad=True)
+    kept = {r: saved_bytes(lambda r=r: MixedOp(8, 1, DARTS, recompute=r)(xs, ws))["bytes"] for r in (False, sep, True)}
+    assert kept[False] > kept[sep] > kept[True]
+    with pytest.raises(ValueError, match="sep_conv_7x7"):
+        MixedOp(4, 1, DARTS, recompute=("sep_conv_7x7",))
+
+
 def test_drop_in_for_original_darts_code():
     # The original: MixedOp(C, stride) and forward(x, weights) with weights = softmax(alpha)[edge].
     alpha = torch.zeros(14, len(PRIMITIVES), requires_grad=True)
