@@ -167,7 +167,7 @@ def write_bad_table(path):
 
 @pytest.mark.parametrize("case", ["no-out", "dataset", "data-dir", "table-columns", "table-missing", "table-space",
                                   "backend", "resume-empty", "resume-garbage", "resume-flag", "out-taken", "epochs",
-                                  "cuda-graph-cpu", "cuda-graph-second"])
+                                  "cuda-graph-cpu", "cuda-graph-second", "recompute-name"])
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
     base = [*TINY, "--out", str(tmp_path / "run")]
     if case in ("resume-garbage", "resume-flag", "out-taken"):
@@ -189,12 +189,30 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
         "cuda-graph-cpu": ([*base, "--cuda-graph"], "--cuda-graph needs a CUDA device, got --device cpu"),
         "cuda-graph-second": ([*base, "--cuda-graph", "--optimizer-level", "bilevel-second"],
                               "--cuda-graph does not support --optimizer-level bilevel-second"),
+        "recompute-name": ([*base, "--recompute", "sep_conv_3x3"], "--recompute sep_conv_3x3: not a candidate of the nb201"),
     }[case]
     if case == "resume-garbage":
         (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sdarts-search: error: ") and expected in err[0], err
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ([], (False, False)),
+    (["--recompute"], (True, True)),
+    (["--recompute", "nor_conv_3x3"], (False, True)),
+])
+def test_recompute_flag_reaches_every_mixed_op(tmp_path, monkeypatch, flags, expected):
+    """--recompute: every candidate; --recompute OP...: those only (here NB201's 1x1 vs 3x3 conv)."""
+    built = []
+    original = cli.build_model
+    monkeypatch.setattr(cli, "build_model", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    assert run(tmp_path / "run", "--epochs", "1", *flags) == 0
+    edges = [m for m in built[0].modules() if type(m).__name__ == "MixedOp"]
+    names = edges[0].primitives.names
+    flags_1x1_3x3 = {tuple(e._recomputed[names.index(n)] for n in ("nor_conv_1x1", "nor_conv_3x3")) for e in edges}
+    assert flags_1x1_3x3 == {expected}
 
 
 def test_unknown_space_is_an_argparse_error(capsys):
