@@ -167,7 +167,8 @@ def write_bad_table(path):
 
 @pytest.mark.parametrize("case", ["no-out", "dataset", "data-dir", "table-columns", "table-missing", "table-space",
                                   "backend", "resume-empty", "resume-garbage", "resume-flag", "out-taken", "epochs",
-                                  "cuda-graph-cpu", "cuda-graph-second", "recompute-name"])
+                                  "cuda-graph-cpu", "cuda-graph-second", "recompute-name",
+                                  "eval-batch"])
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
     base = [*TINY, "--out", str(tmp_path / "run")]
     if case in ("resume-garbage", "resume-flag", "out-taken"):
@@ -189,6 +190,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
         "cuda-graph-cpu": ([*base, "--cuda-graph"], "--cuda-graph needs a CUDA device, got --device cpu"),
         "cuda-graph-second": ([*base, "--cuda-graph", "--optimizer-level", "bilevel-second"],
                               "--cuda-graph does not support --optimizer-level bilevel-second"),
+        "eval-batch": ([*base, "--eval-batch-size", "0"], "--eval-batch-size must be at least 1"),
         "recompute-name": ([*base, "--recompute", "sep_conv_3x3"], "--recompute sep_conv_3x3: not a candidate of the nb201"),
     }[case]
     if case == "resume-garbage":

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--epochs", type=int, default=50, help="search epochs")
     method.add_argument("--batch-size", type=int, default=64,
                         help="the global batch (each of N torchrun processes takes batch/N of it)")
+    method.add_argument("--eval-batch-size", type=int, default=512,
+                        help="batch of the per-epoch supernet evaluation on the other half (no autograd, running "
+                        "BatchNorm statistics: figures independent of it up to rounding; large batches cut its "
+                        "kernel launches)")
     method.add_argument("--lr", type=float, default=None,
                         help=f"w's SGD learning rate, cosine to 0 (default {NB201_LR}; {DARTS_IMAGENET_LR} for the DARTS space "
                         f"on {'/'.join(IMAGENET_SCALE)}); momentum {W_MOMENTUM}, weight decay {W_WEIGHT_DECAY}, gradient "
@@ -143,7 +147,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--out RUN_DIR is required (or --resume RUN_DIR)")
     if args.dataset not in DATASET_NAMES:
         raise UsageError(f"unknown dataset {args.dataset!r}; choose from {', '.join(DATASET_NAMES)}")
-    for name in ("epochs", "batch_size", "log_every"):
+    for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in ("max_steps_per_epoch", "init_channels", "layers"):
@@ -236,14 +240,14 @@ def build_data(args, ctx: distributed.DistContext, device: torch.device, alpha_s
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download)
     idx_train, idx_valid = search_split(dataset.num_train, args.seed, split_file=args.split_file, fraction=args.data_fraction)
 
-    def loader(indices, augment: bool, seed: int, drop_last: bool = True):
-        return make_loader(dataset, "train", indices, batch_size=args.batch_size, augment=augment, seed=seed, device=device,
+    def loader(indices, augment: bool, seed: int, drop_last: bool = True, batch_size: int = args.batch_size):
+        return make_loader(dataset, "train", indices, batch_size=batch_size, augment=augment, seed=seed, device=device,
                            drop_last=drop_last, channels_last=args.channels_last, rank=ctx.rank,
                            world_size=ctx.world_size)
 
     train = loader(idx_train, True, args.seed)
     # Shuffled once (its epoch never changes): a capped evaluation sees a fixed random sample.
-    valid = loader(idx_valid, False, args.seed, drop_last=False)
+    valid = loader(idx_valid, False, args.seed, drop_last=False, batch_size=args.eval_batch_size)
     alpha = None
     if alpha_source == "train":  # other batches of the same half: the same images in another order
         alpha = loader(idx_train, True, args.seed + 1)
