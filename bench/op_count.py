@@ -12,6 +12,7 @@ the CPU path as it is (~13 ops per candidate, cheap on a CPU).
 
     python bench/op_count.py --space nb201
     python bench/op_count.py --space darts --layers 2 --top 15
+    TRITON_INTERPRET=1 python bench/op_count.py --space nb201 --triton-tail
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def statistics_counted_as(device: str):
         normalized_edge.batch_stats = saved
 
 
+def uncounted(module, name: str) -> None:
+    """Run ``module.name`` outside the op counter: under TRITON_INTERPRET the interpreter moves
+    tensors with aten ops of its own, which a GPU does not launch (the kernels' own launches
+    are not aten ops either way)."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    original = getattr(module, name)
+
+    def call(*args):
+        with _disable_current_modes():
+            return original(*args)
+
+    setattr(module, name, call)
+
+
 def count_step(space: str, fused: bool, layers: int, batch: int) -> Counter:
     torch.manual_seed(0)
     depth = dict(N=layers) if space == "nb201" else dict(layers=layers)
@@ -65,14 +81,24 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=None, help="NB201 cells per stage (default 1) / DARTS cells (default 2)")
     parser.add_argument("--batch-size", type=int, default=2, help="the count does not depend on it")
     parser.add_argument("--stats", choices=("cuda", "cpu"), default="cuda", help="count the BatchNorm statistics as on CUDA or as on the CPU")
+    parser.add_argument("--triton-tail", action="store_true",
+                        help="the engine's backward tail as Triton kernels (on the CPU: run with TRITON_INTERPRET=1)")
     parser.add_argument("--top", type=int, default=0, help="also list the most frequent ops")
     args = parser.parse_args(argv)
     layers = args.layers if args.layers is not None else (1 if args.space == "nb201" else 2)
+    if args.triton_tail:
+        from sdarts.ops import backends
+
+        if backends.triton_tail_module() is None or not backends.is_available("triton", torch.device("cpu")):
+            parser.error("--triton-tail needs Triton on this machine (on the CPU: TRITON_INTERPRET=1 in the environment)")
+        normalized_edge.use_triton_tail(True)
+        uncounted(backends.triton_tail_module(), "edge_backward_tail")
     with statistics_counted_as(args.stats):
         counts = {name: count_step(args.space, name == "engine", layers, args.batch_size) for name in ("plain", "engine")}
     plain, engine = (sum(c.values()) for c in counts.values())
+    tail = ", backward tail in Triton (2 launches per edge, not counted)" if args.triton_tail else ""
     print(f"## kernel ops per search step, {args.space} ({layers} {'cells per stage' if args.space == 'nb201' else 'cells'}), "
-          f"statistics counted as on {args.stats.upper()}\n")
+          f"statistics counted as on {args.stats.upper()}{tail}\n")
     print("| version | aten ops | x plain |\n| --- | --- | --- |")
     print(f"| plain | {plain} | 1.00 |\n| engine | {engine} | {engine / plain:.2f} |")
     if args.top:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from sdarts.diagnostics import kernel_ops
 from sdarts.mixed_op import MixedOp
 from sdarts.ops import backends
+from sdarts.ops import normalized_edge
 from sdarts.ops.normalized_edge import mixed_normalized_edge
 from sdarts.primitives import DARTS, NB201
 from sdarts.spaces import build_supernet
@@ -45,11 +46,34 @@ def make(shape, dtype, device, channels_last, scale=1.0, offset=0.0):
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
+TAIL_DEVICES = [d for d in ("cpu", "cuda") if backends.is_available("triton", torch.device(d))] \
+    if backends.triton_tail_module() is not None else []
+
+
+@pytest.fixture(params=[False, True], ids=["torch-tail", "triton-tail"])
+def tail(request, monkeypatch):
+    """Run the test with the backward tail in PyTorch ops, then in the Triton kernels; the
+    Triton case records the calls that took the kernels."""
+    calls = []
+    if request.param:
+        module = backends.triton_tail_module()
+        if module is None:
+            pytest.skip("Triton is not usable here")
+        original = module.edge_backward_tail
+        monkeypatch.setattr(module, "edge_backward_tail", lambda *a: calls.append(1) or original(*a))
+    normalized_edge.use_triton_tail(request.param)
+    yield request.param, calls
+    normalized_edge.use_triton_tail(False)
+
+
 @pytest.mark.parametrize("device,backend", PAIRS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("B,has_skip,has_pool", [(2, True, True), (1, False, False), (3, True, False), (9, False, True)])
-def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_skip, has_pool):
+def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_skip, has_pool, tail):
+    use_tail, tail_calls = tail
+    if use_tail and device not in TAIL_DEVICES:
+        pytest.skip(f"the Triton tail does not run on {device} here")
     torch.manual_seed(B + 10 * has_skip + 100 * has_pool)
     shape = (3, 4, 6, 5)
     # Branch statistics far from (0, 1), so a wrong mean or variance cannot hide.
@@ -75,6 +99,8 @@ def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_sk
     assert rel_err(mean, stacked.mean(dim=(1, 3, 4))) <= tol
     assert rel_err(invstd, (stacked.var(dim=(1, 3, 4), unbiased=False) + 1e-3).rsqrt()) <= tol
     assert not mean.requires_grad and not invstd.requires_grad
+    # The kernels take up to 8 candidates; 9 go through the PyTorch tail.
+    assert len(tail_calls) == (1 if use_tail and B <= 8 else 0)
 
 
 def test_gradcheck_float64():

@@ -38,9 +38,19 @@ def _probe_triton() -> Optional[ModuleType]:
         return None
 
 
+def _probe_triton_tail() -> Optional[ModuleType]:
+    try:
+        import triton  # noqa: F401
+
+        return importlib.import_module("sdarts.kernels.normalized_edge")
+    except Exception:  # as _probe_triton: absent where Triton cannot run
+        return None
+
+
 # Probed once at import, so that torch.compile traces backend choice as constants.
 _EXTENSION = _probe_extension()
 _TRITON = _probe_triton()
+_TRITON_TAIL = _probe_triton_tail() if _TRITON is not None else None
 _TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -50,6 +60,11 @@ def _extension() -> Optional[ModuleType]:
 
 def _triton_module() -> Optional[ModuleType]:
     return _TRITON
+
+
+def triton_tail_module() -> Optional[ModuleType]:
+    """``sdarts.kernels.normalized_edge`` (the folded edge's backward tail), or None."""
+    return _TRITON_TAIL
 
 
 def triton_interpreted() -> bool:

@@ -16,6 +16,7 @@ Forward:  y_k = (b_k - mean_k) * invstd_k   (mean, biased var over N, H, W)
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -39,6 +40,27 @@ def batch_stats(branches: Sequence[Tensor], eps: float) -> Tuple[Tensor, Tensor]
     return mean, torch.rsqrt(var + eps)
 
 
+_TRITON_TAIL = os.environ.get("SDARTS_TRITON_TAIL", "0") == "1"
+
+
+def use_triton_tail(enabled: bool) -> None:
+    """Run the backward's chain rule and candidate gradients as two Triton kernels
+    (``kernels/normalized_edge.py``) instead of ~13 + 2B PyTorch ops.  Off by default until
+    measured on a GPU (environment: ``SDARTS_TRITON_TAIL=1``); tested everywhere Triton runs."""
+    global _TRITON_TAIL
+    _TRITON_TAIL = bool(enabled)
+
+
+def _triton_tail(grad_out: Tensor, branches: List[Tensor], mean: Tensor):
+    """The kernels module when it takes this backward, else None (the PyTorch ops do)."""
+    if not _TRITON_TAIL or mean.dtype != torch.float32:
+        return None
+    if not (branches[0].is_cuda or (branches[0].is_cpu and backends.triton_interpreted())):
+        return None
+    module = backends.triton_tail_module()
+    return module if module is not None and module.supports(grad_out, branches) else None
+
+
 class _NormalizedMixedEdge(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coef, x, eps, has_skip, has_pool, backend, *branches):
@@ -59,9 +81,16 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         B = len(branches)
         count = branches[0].numel() // branches[0].shape[1]
         grad_out = _like_layout(grad_out, branches[0])
+        tail = _triton_tail(grad_out, branches, mean)
         grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = _backward_pass(
-            grad_out, branches, coef, invstd, x, has_skip, has_pool, True, ctx.x_needs_grad, backend
+            grad_out, branches, coef, invstd, x, has_skip, has_pool, tail is None, ctx.x_needs_grad, backend
         )
+        grad_x = grad_x if ctx.x_needs_grad else None
+        if tail is not None:
+            grad_branches, grad_coef = tail.edge_backward_tail(
+                grad_out, branches, chan_dot, chan_gsum, dot_skip, dot_pool, mean, invstd, coef
+            )
+            return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, *grad_branches)
         # <g, y_k>_c = invstd_k (<g, b_k>_c - mean_k sum_c g)
         y_dot = invstd * torch.addcmul(chan_dot.to(mean.dtype), mean, chan_gsum.to(mean.dtype), value=-1.0)
         grad_coef = None
@@ -75,7 +104,6 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         shape = (1, -1, 1, 1)
         for gb, b, s, o in zip(grad_branches, branches, slope.to(branches[0].dtype), offset.to(branches[0].dtype)):
             gb.addcmul_(b, s.view(shape)).add_(o.view(shape))
-        grad_x = grad_x if ctx.x_needs_grad else None
         return (grad_coef, grad_x, None, None, None, None, *grad_branches)
 
 
