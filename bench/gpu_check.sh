@@ -106,11 +106,11 @@ compile=()
 [[ ${STEP_COMPILE:-0} == 1 ]] && compile=(compile)
 wanted step-nb201 && stage step-nb201 90 "$PY" bench/search_step.py --space nb201 --device cuda \
     --json "$OUT/search_step_nb201.json" --steps 20 --warmup 5 --variant-timeout 60 --variants plain engine-cuda \
-    engine-triton cuda-graph plain-cuda-graph cuda-graph-tail triton-tail all-fast channels-last amp fused-opt \
+    engine-triton cuda-graph plain-cuda-graph cuda-graph-edge triton-edge all-fast channels-last amp fused-opt \
     engine-reference "${compile[@]}"
 wanted step-darts && stage step-darts 55 "$PY" bench/search_step.py --space darts --device cuda \
     --json "$OUT/search_step_darts.json" --steps 10 --warmup 4 --variant-timeout 60 --variants plain engine-cuda \
-    cuda-graph plain-cuda-graph cuda-graph-tail all-fast engine-triton channels-last amp "${compile[@]}"
+    cuda-graph plain-cuda-graph cuda-graph-edge all-fast engine-triton channels-last amp "${compile[@]}"
 wanted step-imagenet && stage step-imagenet 40 "$PY" bench/search_step.py --space darts-imagenet --device cuda \
     --json "$OUT/search_step_darts_imagenet.json" --steps 5 --warmup 3 --variants plain engine-cuda all-fast
 if ((E2E_EPOCHS > 0)) && wanted e2e; then

@@ -12,7 +12,7 @@ the CPU path as it is (~13 ops per candidate, cheap on a CPU).
 
     python bench/op_count.py --space nb201
     python bench/op_count.py --space darts --layers 2 --top 15
-    TRITON_INTERPRET=1 python bench/op_count.py --space nb201 --triton-tail
+    TRITON_INTERPRET=1 python bench/op_count.py --space nb201 --triton-edge
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from sdarts.diagnostics import kernel_ops
 from sdarts.spaces import build_supernet
 
 
-def cuda_like_batch_stats(branches, eps):
-    """One reduction op per candidate, as torch.batch_norm_stats on CUDA, then the two stacks."""
+def cuda_like_batch_stats(branches, eps, need_var=True):
+    """One reduction op per candidate, as torch.batch_norm_stats on CUDA, then the stacks (and
+    two small ops for 1/sqrt(var + eps), where CUDA spends two to get var back when needed)."""
     moments = [torch.var_mean(b, dim=(0, 2, 3), correction=0) for b in branches]
-    return torch.stack([m for _, m in moments]), torch.stack([v for v, _ in moments]).add_(eps).rsqrt_()
+    var = torch.stack([v for v, _ in moments])
+    return torch.stack([m for _, m in moments]), (var + eps).rsqrt_(), var if need_var else var.new_empty(0)
 
 
 @contextlib.contextmanager
@@ -81,22 +83,24 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=None, help="NB201 cells per stage (default 1) / DARTS cells (default 2)")
     parser.add_argument("--batch-size", type=int, default=2, help="the count does not depend on it")
     parser.add_argument("--stats", choices=("cuda", "cpu"), default="cuda", help="count the BatchNorm statistics as on CUDA or as on the CPU")
-    parser.add_argument("--triton-tail", action="store_true",
-                        help="the engine's backward tail as Triton kernels (on the CPU: run with TRITON_INTERPRET=1)")
+    parser.add_argument("--triton-edge", action="store_true",
+                        help="the edges' statistics and backward tail as Triton kernels (on the CPU: run with "
+                        "TRITON_INTERPRET=1)")
     parser.add_argument("--top", type=int, default=0, help="also list the most frequent ops")
     args = parser.parse_args(argv)
     layers = args.layers if args.layers is not None else (1 if args.space == "nb201" else 2)
-    if args.triton_tail:
+    if args.triton_edge:
         from sdarts.ops import backends
 
-        if backends.triton_tail_module() is None or not backends.is_available("triton", torch.device("cpu")):
-            parser.error("--triton-tail needs Triton on this machine (on the CPU: TRITON_INTERPRET=1 in the environment)")
-        normalized_edge.use_triton_tail(True)
-        uncounted(backends.triton_tail_module(), "edge_backward_tail")
+        if backends.triton_edge_module() is None or not backends.is_available("triton", torch.device("cpu")):
+            parser.error("--triton-edge needs Triton on this machine (on the CPU: TRITON_INTERPRET=1 in the environment)")
+        normalized_edge.use_triton_edge_kernels(True)
+        for name in ("batch_stats", "edge_backward_tail"):
+            uncounted(backends.triton_edge_module(), name)
     with statistics_counted_as(args.stats):
         counts = {name: count_step(args.space, name == "engine", layers, args.batch_size) for name in ("plain", "engine")}
     plain, engine = (sum(c.values()) for c in counts.values())
-    tail = ", backward tail in Triton (2 launches per edge, not counted)" if args.triton_tail else ""
+    tail = ", edge statistics and backward tail in Triton (4 launches per edge, not counted)" if args.triton_edge else ""
     print(f"## kernel ops per search step, {args.space} ({layers} {'cells per stage' if args.space == 'nb201' else 'cells'}), "
           f"statistics counted as on {args.stats.upper()}{tail}\n")
     print("| version | aten ops | x plain |\n| --- | --- | --- |")

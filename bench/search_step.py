@@ -17,9 +17,9 @@ Variants (``--variants``; each row says which backend ``auto`` picked):
   cuda-graph      engine with the whole step (optimizers included, Adam ``capturable=True``)
                   captured once as a CUDA graph and replayed (GPU only)
   all-fast        channels-last + amp + fused-opt + cuda-graph (GPU only)
-  triton-tail     engine with the folded edges' backward tail as two Triton kernels
-                  (``sdarts.ops.normalized_edge.use_triton_tail``; off by default until measured)
-  cuda-graph-tail cuda-graph + triton-tail (GPU only)
+  triton-edge     engine with the folded edges' backward tail as two Triton kernels
+                  (``sdarts.ops.normalized_edge.use_triton_edge_kernels``; off by default until measured)
+  cuda-graph-edge cuda-graph + triton-edge (GPU only)
   recompute, recompute-cl, recompute-sep-cl
                   engine with ``recompute=True`` (+ channels-last), or recomputing only the
                   SepConvs (DARTS space), on channels_last
@@ -85,10 +85,10 @@ class Variant:
     compile: bool = False
     cuda_graph: bool = False
     recompute: Union[bool, Tuple[str, ...]] = False  # True, or the candidates to recompute
-    triton_tail: bool = False
+    triton_edge: bool = False
 
     def options(self) -> str:
-        flags = [k.replace("_", "-") for k in ("channels_last", "amp", "fused_opt", "compile", "cuda_graph", "recompute", "triton_tail")
+        flags = [k.replace("_", "-") for k in ("channels_last", "amp", "fused_opt", "compile", "cuda_graph", "recompute", "triton_edge")
                  if getattr(self, k)]
         return ", ".join(flags) or "-"
 
@@ -110,8 +110,8 @@ def all_variants() -> Dict[str, Variant]:
     table["cuda-graph"] = replace(engine, name="cuda-graph", cuda_graph=True)
     table["recompute"] = replace(engine, name="recompute", recompute=True)
     table["recompute-cl"] = replace(engine, name="recompute-cl", recompute=True, channels_last=True)
-    table["triton-tail"] = replace(engine, name="triton-tail", triton_tail=True)
-    table["cuda-graph-tail"] = replace(engine, name="cuda-graph-tail", cuda_graph=True, triton_tail=True)
+    table["triton-edge"] = replace(engine, name="triton-edge", triton_edge=True)
+    table["cuda-graph-edge"] = replace(engine, name="cuda-graph-edge", cuda_graph=True, triton_edge=True)
     table["recompute-sep-cl"] = replace(engine, name="recompute-sep-cl", recompute=SEP_CONVS, channels_last=True)
     table["all-fast"] = replace(engine, name="all-fast", channels_last=True, amp=True, fused_opt=True, cuda_graph=True)
     return table
@@ -120,7 +120,7 @@ def all_variants() -> Dict[str, Variant]:
 def runs_on(variant: Variant, device: torch.device) -> bool:
     if variant.cuda_graph and device.type != "cuda":
         return False
-    if variant.triton_tail and not (device.type == "cuda" and backends.triton_tail_module() is not None):
+    if variant.triton_edge and not (device.type == "cuda" and backends.triton_edge_module() is not None):
         return False  # on the CPU it runs only interpreted: far too slow to time
     return not variant.fused or variant.backend == "auto" or variant.backend in engine_backends(device)
 
@@ -131,7 +131,7 @@ def runs_on(variant: Variant, device: torch.device) -> bool:
 def build(args, variant: Variant, device: torch.device):
     """The supernet, its two optimizers and one fixed batch, laid out as the variant asks."""
     torch.manual_seed(0)
-    normalized_edge.use_triton_tail(variant.triton_tail)
+    normalized_edge.use_triton_edge_kernels(variant.triton_edge)
     imagenet = args.space == "darts-imagenet"
     kwargs = dict(activation=args.activation, backend=variant.backend, fused=variant.fused, recompute=variant.recompute)
     if args.space == "nb201":

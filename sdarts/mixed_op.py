@@ -229,7 +229,8 @@ class MixedOp(nn.Module):
         if any(b.shape != branches[0].shape for b in branches):
             raise ValueError("all candidates of a mixed op must produce one shape")
         uses_x = self.has_skip or self.has_pool
-        out, mean, invstd = mixed_normalized_edge(
+        track = self._bns[0].training and self._bns[0].track_running_stats
+        out, mean, var = mixed_normalized_edge(
             branches,
             weights[self.coef_gather],
             eps=self._bns[0].eps,
@@ -237,19 +238,20 @@ class MixedOp(nn.Module):
             has_skip=self.has_skip,
             has_pool=self.has_pool,
             backend=self.backend,
+            need_var=track,
         )
-        if self._bns[0].training and self._bns[0].track_running_stats:
+        if track:
             count = branches[0].numel() // branches[0].shape[1]
-            self._update_running_stats(mean, invstd, count)
+            self._update_running_stats(mean, var, count)
         return out
 
     @torch.no_grad()
-    def _update_running_stats(self, mean, invstd, count):
+    def _update_running_stats(self, mean, var, count):
         """What each candidate's BatchNorm would have done to its running statistics."""
         bns = self._bns
-        eps, momentum = bns[0].eps, bns[0].momentum
+        momentum = bns[0].momentum
         dtype = bns[0].running_mean.dtype
-        unbiased_var = invstd.pow(-2).sub_(eps).mul_(count / max(count - 1, 1))
+        unbiased_var = var * (count / max(count - 1, 1))
         torch._foreach_add_([bn.num_batches_tracked for bn in bns], 1)
         torch._foreach_lerp_([bn.running_mean for bn in bns], list(mean.to(dtype).unbind(0)), momentum)
         torch._foreach_lerp_([bn.running_var for bn in bns], list(unbiased_var.to(dtype).unbind(0)), momentum)

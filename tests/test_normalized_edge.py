@@ -46,34 +46,38 @@ def make(shape, dtype, device, channels_last, scale=1.0, offset=0.0):
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
-TAIL_DEVICES = [d for d in ("cpu", "cuda") if backends.is_available("triton", torch.device(d))] \
-    if backends.triton_tail_module() is not None else []
+KERNEL_DEVICES = [
+    d for d in ("cpu", "cuda")
+    if backends.triton_edge_module() is not None and backends.is_available("triton", torch.device(d))
+    and (d == "cpu" or torch.cuda.is_available())
+]
 
 
-@pytest.fixture(params=[False, True], ids=["torch-tail", "triton-tail"])
-def tail(request, monkeypatch):
-    """Run the test with the backward tail in PyTorch ops, then in the Triton kernels; the
-    Triton case records the calls that took the kernels."""
+@pytest.fixture(params=[False, True], ids=["torch-ops", "triton-kernels"])
+def edge_kernels(request, monkeypatch):
+    """Run the test with the edge's statistics and backward tail in PyTorch ops, then in the
+    Triton kernels; the Triton case records which kernel entry points were called."""
     calls = []
     if request.param:
-        module = backends.triton_tail_module()
+        module = backends.triton_edge_module()
         if module is None:
             pytest.skip("Triton is not usable here")
-        original = module.edge_backward_tail
-        monkeypatch.setattr(module, "edge_backward_tail", lambda *a: calls.append(1) or original(*a))
-    normalized_edge.use_triton_tail(request.param)
+        for name in ("batch_stats", "edge_backward_tail"):
+            original = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    normalized_edge.use_triton_edge_kernels(request.param)
     yield request.param, calls
-    normalized_edge.use_triton_tail(False)
+    normalized_edge.use_triton_edge_kernels(False)
 
 
 @pytest.mark.parametrize("device,backend", PAIRS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("B,has_skip,has_pool", [(2, True, True), (1, False, False), (3, True, False), (9, False, True)])
-def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_skip, has_pool, tail):
-    use_tail, tail_calls = tail
-    if use_tail and device not in TAIL_DEVICES:
-        pytest.skip(f"the Triton tail does not run on {device} here")
+def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_skip, has_pool, edge_kernels):
+    use_kernels, kernel_calls = edge_kernels
+    if use_kernels and device not in KERNEL_DEVICES:
+        pytest.skip(f"the Triton edge kernels do not run on {device} here")
     torch.manual_seed(B + 10 * has_skip + 100 * has_pool)
     shape = (3, 4, 6, 5)
     # Branch statistics far from (0, 1), so a wrong mean or variance cannot hide.
@@ -81,7 +85,7 @@ def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_sk
     x = make(shape, dtype, device, channels_last).requires_grad_()
     coef = torch.randn(B + 2, device=device).requires_grad_()
     grad = make(shape, dtype, device, channels_last)
-    out, mean, invstd = mixed_normalized_edge(branches, coef, eps=1e-3, x=x, has_skip=has_skip, has_pool=has_pool, backend=backend)
+    out, mean, var = mixed_normalized_edge(branches, coef, eps=1e-3, x=x, has_skip=has_skip, has_pool=has_pool, backend=backend)
     out.backward(grad)
     ref_out, ref_gb, ref_gc, ref_gx = oracle(branches, coef, x, has_skip, has_pool, 1e-3, grad)
     tol = TOL[dtype]
@@ -97,10 +101,29 @@ def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_sk
     assert rel_err(coef.grad, ref_gc) <= (1e-5 if dtype == torch.float32 else 5e-3)
     stacked = torch.stack([b.detach().double() for b in branches])
     assert rel_err(mean, stacked.mean(dim=(1, 3, 4))) <= tol
-    assert rel_err(invstd, (stacked.var(dim=(1, 3, 4), unbiased=False) + 1e-3).rsqrt()) <= tol
-    assert not mean.requires_grad and not invstd.requires_grad
-    # The kernels take up to 8 candidates; 9 go through the PyTorch tail.
-    assert len(tail_calls) == (1 if use_tail and B <= 8 else 0)
+    assert rel_err(var, stacked.var(dim=(1, 3, 4), unbiased=False)) <= tol
+    assert not mean.requires_grad and not var.requires_grad
+    # The kernels take up to 8 candidates; 9 go through the PyTorch ops.
+    assert kernel_calls == (["batch_stats", "edge_backward_tail"] if use_kernels and B <= 8 else [])
+
+
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+@pytest.mark.parametrize("shape", [(5, 64, 12, 12), (2, 70, 9, 9), (7, 3, 1, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_batch_stats_against_float64(device, shape, channels_last, dtype):
+    """Several tiles per image, several channel blocks, partial merges; a mean 20x the spread
+    (the case a sum-of-squares formula gets wrong)."""
+    torch.manual_seed(shape[1])
+    branches = [make(shape, dtype, device, channels_last, 0.5, 10.0 * (k + 1)) for k in range(3)]
+    mean, invstd, shift, var = backends.triton_edge_module().batch_stats(branches, 1e-5)
+    ref = torch.stack([b.double() for b in branches])
+    ref_mean = ref.mean(dim=(1, 3, 4))
+    ref_var = ref.var(dim=(1, 3, 4), unbiased=False)
+    assert rel_err(mean, ref_mean) <= 1e-6
+    assert rel_err(var, ref_var) <= 1e-4
+    assert rel_err(invstd, (ref_var + 1e-5).rsqrt()) <= 1e-4
+    assert rel_err(shift, -ref_mean * (ref_var + 1e-5).rsqrt()) <= 1e-4
 
 
 def test_gradcheck_float64():
@@ -140,9 +163,12 @@ def _step(op, x, w, seed=1):
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("primitives,stride", [(NB201, 1), (DARTS, 1), (DARTS, 2)])
 @pytest.mark.parametrize("recompute", [False, True])
-def test_mixed_op_one_node_path_matches_composed_path(backend, primitives, stride, recompute):
+def test_mixed_op_one_node_path_matches_composed_path(backend, primitives, stride, recompute, edge_kernels):
     """The one-node edge gives what the composed ops (channel_moments + mixed_edge) give,
     including the candidates' BatchNorm running statistics."""
+    use_kernels, kernel_calls = edge_kernels
+    if use_kernels and (backend == "reference" or "cpu" not in KERNEL_DEVICES):
+        pytest.skip("the Triton edge kernels take float32 (the reference case here is float64)")
     torch.manual_seed(3)
     dtype = torch.float64 if backend == "reference" else torch.float32  # the kernels take no float64
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
@@ -161,6 +187,7 @@ def test_mixed_op_one_node_path_matches_composed_path(backend, primitives, strid
         torch.testing.assert_close(a, b, **tol)
     for (name, a), (_, b) in zip(fast.named_buffers(), composed.named_buffers()):
         torch.testing.assert_close(a, b, **tol, msg=name)
+    assert bool(kernel_calls) == use_kernels
     if primitives is DARTS:
         assert any(name.endswith("running_mean") for name, _ in fast.named_buffers())
 

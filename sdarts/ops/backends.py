@@ -38,7 +38,7 @@ def _probe_triton() -> Optional[ModuleType]:
         return None
 
 
-def _probe_triton_tail() -> Optional[ModuleType]:
+def _probe_triton_edge() -> Optional[ModuleType]:
     try:
         import triton  # noqa: F401
 
@@ -50,7 +50,7 @@ def _probe_triton_tail() -> Optional[ModuleType]:
 # Probed once at import, so that torch.compile traces backend choice as constants.
 _EXTENSION = _probe_extension()
 _TRITON = _probe_triton()
-_TRITON_TAIL = _probe_triton_tail() if _TRITON is not None else None
+_TRITON_EDGE = _probe_triton_edge() if _TRITON is not None else None
 _TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -62,9 +62,9 @@ def _triton_module() -> Optional[ModuleType]:
     return _TRITON
 
 
-def triton_tail_module() -> Optional[ModuleType]:
+def triton_edge_module() -> Optional[ModuleType]:
     """``sdarts.kernels.normalized_edge`` (the folded edge's backward tail), or None."""
-    return _TRITON_TAIL
+    return _TRITON_EDGE
 
 
 def triton_interpreted() -> bool:

@@ -6,8 +6,8 @@ compose it from :func:`~sdarts.ops.channel_stats.channel_moments`, a few per-cha
 :func:`~sdarts.ops.mixed_edge` (and does, under ``torch.compile`` and for other candidates),
 but every one of those small ops is a kernel launch forward and backward, and at search
 shapes (batch 64, 16-64 channels) a GPU step is bound by launches, not bytes.  Here the
-forward is: the batch statistics of each candidate (one reduction each on the GPU), one
-stack, and the fused mixed-sum kernel; the backward is the kernel's one pass plus the
+forward is: the batch statistics of each candidate (one reduction each on the GPU), two
+stacks, and the fused mixed-sum kernel; the backward is the kernel's one pass plus the
 BatchNorm chain rule done on (B, C) statistics and one ``addcmul``/``add`` per candidate.
 
 Forward:  y_k = (b_k - mean_k) * invstd_k   (mean, biased var over N, H, W)
@@ -27,61 +27,69 @@ from .channel_stats import _moments
 from .mixed_sum import _backward_pass, _common_layout, _forward_impl, _like_layout
 
 
-def batch_stats(branches: Sequence[Tensor], eps: float) -> Tuple[Tensor, Tensor]:
-    """Per-branch, per-channel batch mean and 1/sqrt(biased var + eps), stacked to (B, C)
-    in float32 (float64 for float64 branches)."""
+def batch_stats(branches: Sequence[Tensor], eps: float, need_var: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-branch, per-channel batch mean, 1/sqrt(biased var + eps) and biased var (empty when
+    not ``need_var``), stacked to (B, C) in float32 (float64 for float64 branches)."""
     if branches[0].is_cuda:
         # One Welford reduction per branch (the kernel SyncBatchNorm uses); float32 for half inputs.
         stats = [torch.batch_norm_stats(b, eps) for b in branches]
-        return torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats])
+        mean, invstd = torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats])
+        var = invstd.pow(-2).sub_(eps) if need_var else mean.new_empty(0)
+        return mean, invstd, var
     moments = [_moments(b) for b in branches]
     mean = torch.stack([m for m, _ in moments])
     var = torch.stack([v for _, v in moments])
-    return mean, torch.rsqrt(var + eps)
+    return mean, torch.rsqrt(var + eps), var
 
 
-_TRITON_TAIL = os.environ.get("SDARTS_TRITON_TAIL", "0") == "1"
+_TRITON_EDGE = os.environ.get("SDARTS_TRITON_EDGE", "0") == "1"
 
 
-def use_triton_tail(enabled: bool) -> None:
-    """Run the backward's chain rule and candidate gradients as two Triton kernels
-    (``kernels/normalized_edge.py``) instead of ~13 + 2B PyTorch ops.  Off by default until
-    measured on a GPU (environment: ``SDARTS_TRITON_TAIL=1``); tested everywhere Triton runs."""
-    global _TRITON_TAIL
-    _TRITON_TAIL = bool(enabled)
+def use_triton_edge_kernels(enabled: bool) -> None:
+    """Compute the edge's batch statistics (forward) and its BatchNorm chain rule and candidate
+    gradients (backward) in four Triton kernels (``kernels/normalized_edge.py``) instead of
+    B + 4 and ~13 + 2B PyTorch ops.  Off by default until measured on a GPU (environment:
+    ``SDARTS_TRITON_EDGE=1``); tested everywhere Triton runs."""
+    global _TRITON_EDGE
+    _TRITON_EDGE = bool(enabled)
 
 
-def _triton_tail(grad_out: Tensor, branches: List[Tensor], mean: Tensor):
-    """The kernels module when it takes this backward, else None (the PyTorch ops do)."""
-    if not _TRITON_TAIL or mean.dtype != torch.float32:
+def _triton_edge_kernels(like: Tensor, branches: Sequence[Tensor]):
+    """The kernels module when it takes this call (``like``: g in backward, a branch in
+    forward), else None (the PyTorch ops do)."""
+    if not _TRITON_EDGE or branches[0].dtype == torch.float64:
         return None
     if not (branches[0].is_cuda or (branches[0].is_cpu and backends.triton_interpreted())):
         return None
-    module = backends.triton_tail_module()
-    return module if module is not None and module.supports(grad_out, branches) else None
+    module = backends.triton_edge_module()
+    return module if module is not None and module.supports(like, list(branches)) else None
 
 
 class _NormalizedMixedEdge(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, coef, x, eps, has_skip, has_pool, backend, *branches):
-        mean, invstd = batch_stats(branches, eps)
-        shift = torch.mul(mean, invstd).neg_()
+    def forward(ctx, coef, x, eps, has_skip, has_pool, backend, need_var, *branches):
+        kernels = _triton_edge_kernels(branches[0], branches)
+        if kernels is not None:
+            mean, invstd, shift, var = kernels.batch_stats(list(branches), eps)
+        else:
+            mean, invstd, var = batch_stats(branches, eps, need_var)
+            shift = torch.mul(mean, invstd).neg_()
         out = _forward_impl(list(branches), coef, invstd, shift, x, has_skip, has_pool, backend)
         ctx.flags = (has_skip, has_pool, backend)
         ctx.x_needs_grad = x is not None and x.requires_grad and (has_skip or has_pool)
         ctx.coef_needs_grad = coef.requires_grad
         ctx.save_for_backward(coef, x if (has_skip or has_pool) else None, mean, invstd, *branches)
-        ctx.mark_non_differentiable(mean, invstd)
-        return out, mean, invstd
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
 
     @staticmethod
-    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
+    def backward(ctx, grad_out, _grad_mean, _grad_var):
         coef, x, mean, invstd, *branches = ctx.saved_tensors
         has_skip, has_pool, backend = ctx.flags
         B = len(branches)
         count = branches[0].numel() // branches[0].shape[1]
         grad_out = _like_layout(grad_out, branches[0])
-        tail = _triton_tail(grad_out, branches, mean)
+        tail = _triton_edge_kernels(grad_out, branches)
         grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = _backward_pass(
             grad_out, branches, coef, invstd, x, has_skip, has_pool, tail is None, ctx.x_needs_grad, backend
         )
@@ -90,7 +98,7 @@ class _NormalizedMixedEdge(torch.autograd.Function):
             grad_branches, grad_coef = tail.edge_backward_tail(
                 grad_out, branches, chan_dot, chan_gsum, dot_skip, dot_pool, mean, invstd, coef
             )
-            return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, *grad_branches)
+            return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, None, *grad_branches)
         # <g, y_k>_c = invstd_k (<g, b_k>_c - mean_k sum_c g)
         y_dot = invstd * torch.addcmul(chan_dot.to(mean.dtype), mean, chan_gsum.to(mean.dtype), value=-1.0)
         grad_coef = None
@@ -104,7 +112,7 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         shape = (1, -1, 1, 1)
         for gb, b, s, o in zip(grad_branches, branches, slope.to(branches[0].dtype), offset.to(branches[0].dtype)):
             gb.addcmul_(b, s.view(shape)).add_(o.view(shape))
-        return (grad_coef, grad_x, None, None, None, None, *grad_branches)
+        return (grad_coef, grad_x, None, None, None, None, None, *grad_branches)
 
 
 def mixed_normalized_edge(
@@ -116,12 +124,13 @@ def mixed_normalized_edge(
     has_skip: bool = False,
     has_pool: bool = False,
     backend: str = "auto",
+    need_var: bool = True,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """sum_k coef[k] * BN(branches[k]) + coef[B] * x + coef[B+1] * avgpool3(x), with BN the
     training-mode, non-affine BatchNorm (batch statistics, ``eps``).
 
-    Returns ``(out, mean, invstd)``: the batch statistics (B, C), detached, are for the caller's
-    running-statistics update.  ``coef`` has B + 2 entries (entries for an absent skip/pool are
+    Returns ``(out, mean, var)``: the batch mean and biased variance (B, C), detached, for the
+    caller's running-statistics update (``var`` may be empty when not ``need_var``).  ``coef`` has B + 2 entries (entries for an absent skip/pool are
     not read; their gradient is 0).  Every tensor is 4-D (N, C, H, W) of one shape, dtype and
     device; the caller (``MixedOp``) guarantees it, this only fixes the layout.
     """
@@ -137,4 +146,4 @@ def mixed_normalized_edge(
     operands: List[Tensor] = _common_layout(branches + ([x] if x is not None else []))
     x = operands[-1] if x is not None else None
     acc = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, *operands[: len(branches)])
+    return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, need_var, *operands[: len(branches)])
