@@ -260,7 +260,10 @@ class MixedOp(nn.Module):
         op = self._ops[k]
         if not (self._recomputed[k] and torch.is_grad_enabled()):
             return op.pre_bn(x, relu_x)
-        return checkpoint(op.pre_bn, x, relu_x, use_reentrant=False, context_fn=lambda: _recompute_contexts(op))
+        # No candidate draws random numbers, so there is no RNG state to save and restore (that
+        # would read the device generator each call, which a CUDA-graph capture cannot do).
+        return checkpoint(op.pre_bn, x, relu_x, use_reentrant=False, preserve_rng_state=False,
+                          context_fn=lambda: _recompute_contexts(op))
 
     def __getstate__(self):
         # The hook handle belongs to the last graph, not to the module's state.
