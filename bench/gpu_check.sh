@@ -117,9 +117,13 @@ if ((E2E_EPOCHS > 0)) && wanted e2e; then
     for level in ${E2E_LEVELS:-single}; do
         activation=sigmoid  # Single-DARTS; the DARTS baseline (bilevel) is softmax as in the paper's table
         [[ $level == bilevel* ]] && activation=softmax
+        runs=$(mktemp -d)
         stage "e2e-$level" 600 "$PY" bench/search_e2e.py --device cuda --cuda-graph --epochs "$E2E_EPOCHS" \
             --optimizer-level "$level" --activation "$activation" --json "$OUT/search_e2e_$level.json" --data-dir "$SDARTS_DATA/cifar10-jpeg" \
-            --nb201-table "$SDARTS_DATA/nb201/nb201_200ep_accuracies.csv" --out-root "$(mktemp -d)"
+            --nb201-table "$SDARTS_DATA/nb201/nb201_200ep_accuracies.csv" --out-root "$runs"
+        # Per-epoch records survive a run cut short by the budget (the JSON is written at the end).
+        metrics=$(find "$runs" -name metrics.jsonl | head -n 1)
+        [[ -n $metrics ]] && cp "$metrics" "$OUT/search_e2e_${level}_metrics.jsonl"
     done
 fi
 read -r -a compile_cases <<<"${MIXED_OP_COMPILE:-sum}"
