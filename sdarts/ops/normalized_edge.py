@@ -9,6 +9,8 @@ shapes (batch 64, 16-64 channels) a GPU step is bound by launches, not bytes.  H
 forward is: the batch statistics of each candidate (one reduction each on the GPU), two
 stacks, and the fused mixed-sum kernel; the backward is the kernel's one pass plus the
 BatchNorm chain rule done on (B, C) statistics and one ``addcmul``/``add`` per candidate.
+With :func:`use_triton_edge_kernels` the statistics and that backward tail are four Triton
+launches in all (``kernels/normalized_edge.py``).
 
 Forward:  y_k = (b_k - mean_k) * invstd_k   (mean, biased var over N, H, W)
           out = sum_k coef[k] * y_k + coef[B] * x + coef[B+1] * avgpool3(x)
@@ -89,13 +91,14 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         B = len(branches)
         count = branches[0].numel() // branches[0].shape[1]
         grad_out = _like_layout(grad_out, branches[0])
-        tail = _triton_edge_kernels(grad_out, branches)
+        kernels = _triton_edge_kernels(grad_out, branches)
+        # With the Triton tail the mixed-sum pass only reduces; the tail writes the branch grads.
         grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = _backward_pass(
-            grad_out, branches, coef, invstd, x, has_skip, has_pool, tail is None, ctx.x_needs_grad, backend
+            grad_out, branches, coef, invstd, x, has_skip, has_pool, kernels is None, ctx.x_needs_grad, backend
         )
         grad_x = grad_x if ctx.x_needs_grad else None
-        if tail is not None:
-            grad_branches, grad_coef = tail.edge_backward_tail(
+        if kernels is not None:
+            grad_branches, grad_coef = kernels.edge_backward_tail(
                 grad_out, branches, chan_dot, chan_gsum, dot_skip, dot_pool, mean, invstd, coef
             )
             return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, None, *grad_branches)
