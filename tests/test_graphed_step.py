@@ -220,6 +220,27 @@ def test_a_batch_of_another_shape_takes_the_eager_step():
     assert_same_state(ours, eager)
 
 
+def test_a_failed_capture_warns_and_the_search_goes_on_eagerly():
+    """An op that cannot be captured: a warning with the reason, then eager steps; since a
+    capture runs no kernel, the run equals a plain eager one."""
+    batches = [(batch(i), batch(i)) for i in range(5)]
+    eager = make("single")
+    outs_eager = run_steps(lambda bw, ba: eager[1].step(eager[0], bw, ba), eager[1], batches, [0.025] * 5)
+    ours = make("single")
+    step, backend = graphed(*ours, warmup=2)
+
+    def refuse(graph, fn):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    backend.capture = refuse
+    with pytest.warns(RuntimeWarning, match="capture failed; continuing with eager steps .RuntimeError: operation not permitted"):
+        outs_graphed = run_steps(step, ours[1], batches, [0.025] * 5)
+    assert step.failure == "RuntimeError: operation not permitted when stream is capturing"
+    assert (backend.side_steps, backend.replays) == (2, 0)
+    assert_same_outputs(outs_graphed, outs_eager)
+    assert_same_state(ours, eager)
+
+
 @pytest.mark.parametrize("case", ["cpu-model", "adam-not-capturable", "grad-sync", "bilevel-second", "warmup"])
 def test_unsupported_setups_are_clear_errors(case):
     level = "bilevel-second" if case == "bilevel-second" else "single"
@@ -269,6 +290,7 @@ def test_the_search_loop_with_cuda_graph_matches_the_eager_loop(monkeypatch):
     ours, history_graphed, backend = search(monkeypatch, cuda_graph=True)
     # 9 steps: 2 warm-up, then a graph per epoch (the cosine schedule changes the lr each epoch).
     assert (backend.side_steps, backend.captures, backend.replays) == (2, 3, 7)
+    assert [r.pop("cuda_graph") for r in history_graphed] == ["replayed"] * 3  # said in every epoch record
     assert history_graphed == history_eager
     assert_same_state(ours, eager)
 

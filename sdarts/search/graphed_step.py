@@ -13,6 +13,8 @@ batch: one launch per step.  A graph replays fixed kernels on fixed memory, henc
   capture: the first ``warmup`` calls are ordinary eager steps on a side stream;
 * a batch of another shape than the captured ones takes the eager step (training loaders drop
   the last partial batch, so this should not happen);
+* if a capture fails (an op that cannot be captured), a warning says why and every later step
+  runs eagerly: a capture runs no kernel, so nothing is lost (``failure`` holds the reason);
 * DDP's gradient all-reduce (``strategy.grad_sync``) is not captured, and second-order DARTS
   (finite differences through a virtual step) has not been checked under capture: both are
   rejected.
@@ -23,6 +25,7 @@ Capture happens in the first calls, so load a checkpoint before the first step.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
@@ -109,6 +112,7 @@ class GraphedStep:
         self.strategy = strategy
         self.backend = backend
         self.captures = 0
+        self.failure: Optional[str] = None  # why capturing failed, if it did (then every step is eager)
         self._warmups_left = warmup
         self._graph = None
         self._lrs: Tuple[float, ...] = ()
@@ -121,6 +125,8 @@ class GraphedStep:
         return self._static
 
     def __call__(self, batch_w: Batch, batch_alpha: Batch) -> StepOutput:
+        if self.failure is not None:
+            return self.strategy.step(self.model, batch_w, batch_alpha)
         if self._warmups_left > 0:
             self._warmups_left -= 1
             with self.backend.side_stream():
@@ -130,8 +136,8 @@ class GraphedStep:
         elif not self._fits(batch_w, batch_alpha):
             return self.strategy.step(self.model, batch_w, batch_alpha)
         self._load(batch_w, batch_alpha)
-        if self._graph is None or self._lrs != self._current_lrs():
-            self._capture()
+        if (self._graph is None or self._lrs != self._current_lrs()) and not self._capture():
+            return self.strategy.step(self.model, batch_w, batch_alpha)
         # Capture ran no kernel: this replay is the step of the batch just loaded.
         self.backend.replay(self._graph)
         return self._out
@@ -162,7 +168,8 @@ class GraphedStep:
     def _current_lrs(self) -> Tuple[float, ...]:
         return tuple(g["lr"] for opt in (self.strategy.w_optimizer, self.strategy.alpha_optimizer) for g in opt.param_groups)
 
-    def _capture(self) -> None:
+    def _capture(self) -> bool:
+        """Record the step; False (and eager steps from now on) if the capture fails."""
         # Let go of the previous graph and of what points into its memory before recording anew.
         if self._graph is not None:
             self.backend.release(self._graph)
@@ -171,6 +178,14 @@ class GraphedStep:
             p.grad = None  # the graph's backward allocates them in its own pool; replays rewrite them
         graph = self.backend.new_graph()
         self._lrs = self._current_lrs()
-        self._out = self.backend.capture(graph, lambda: self.strategy.step(self.model, *self._static))
+        try:
+            self._out = self.backend.capture(graph, lambda: self.strategy.step(self.model, *self._static))
+        except Exception as err:  # an op that cannot be captured: the search goes on, eagerly
+            # A capture runs no kernel, so weights and optimizer state are as before it.
+            self.failure = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            warnings.warn(f"CUDA graph capture failed; continuing with eager steps ({self.failure})", RuntimeWarning)
+            self._out = None
+            return False
         self._graph = graph
         self.captures += 1
+        return True

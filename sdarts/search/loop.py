@@ -252,6 +252,8 @@ class Searcher:
         }
         if self.lookup is not None:
             record["benchmark"] = self.lookup(genotype)
+        if self.graphed is not None:
+            record["cuda_graph"] = "replayed" if self.graphed.failure is None else f"eager after a failed capture: {self.graphed.failure}"
         if self.dist.enabled:
             record["alpha_rank_spread"] = distributed.alpha_rank_spread(self.model.arch_parameters())
         return record
