@@ -383,6 +383,8 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
     except ValueError as err:
         raise UsageError(str(err)) from None
     seed_everything(args.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolutions once, as DARTS does
     strategy_cls = STRATEGIES[args.optimizer_level]
     try:
         dataset, data = build_data(args, ctx, device, strategy_cls.alpha_source)
