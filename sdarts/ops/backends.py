@@ -150,6 +150,8 @@ def describe() -> Dict[str, object]:
         "extension_cuda": bool(ext is not None and ext.with_cuda()),
         "triton": _triton_module() is not None,
         "triton_interpreted": triton_interpreted(),
+        "triton_edge_kernels": "unavailable" if _TRITON_EDGE is None
+        else ("on" if os.environ.get("SDARTS_TRITON_EDGE") == "1" else "off (SDARTS_TRITON_EDGE=1 turns them on)"),
         "cpu_backends": available("cpu"),
         "cuda_backends": available("cuda") if torch.cuda.is_available() else [],
     }
