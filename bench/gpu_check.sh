@@ -81,7 +81,7 @@ EOF
 gpu_tests() {
     local files=() f
     for f in tests/test_kernels_triton.py tests/test_kernels_cpp.py tests/test_kernels_cuda.py tests/test_mixed_sum.py \
-        tests/test_mixed_op.py tests/test_normalized_edge.py; do
+        tests/test_mixed_op.py tests/test_normalized_edge.py tests/test_graphed_step.py; do
         [[ -f $f ]] && files+=("$f")
     done
     local parallel=()

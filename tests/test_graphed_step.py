@@ -325,3 +325,51 @@ def test_the_cli_flag_builds_a_capturable_adam_and_a_graphed_searcher(tmp_path, 
         with pytest.raises(Built) as built:
             cli.main(argv + flag)
         assert built.value.args == expected
+
+
+# ---------------------------------------------------------------------------- a real GPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("edge_kernels", [False, True], ids=["torch-edge", "triton-edge"])
+@pytest.mark.parametrize("level", ["single", "bilevel"])
+def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels):
+    """The real capture (CudaGraphs): every op of the step must be capturable, and replays
+    must train as eager steps do (deterministic kernels, so to rounding at most)."""
+    from sdarts.ops import normalized_edge
+
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    normalized_edge.use_triton_edge_kernels(edge_kernels)
+    try:
+        def build():
+            torch.manual_seed(0)
+            model = build_supernet("nb201", 10, N=1, C=8).cuda()
+            w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+            a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), capturable=True)
+            return model, build_strategy(level, w_opt, a_opt, grad_clip=5.0)
+
+        def on_gpu(b):
+            return tuple(t.cuda() for t in b)
+
+        same = level == "single"
+        batches = [(on_gpu(batch(i, 8, 16)), on_gpu(batch(i if same else 100 + i, 8, 16))) for i in range(8)]
+        lrs = [0.025] * 5 + [0.02] * 3
+        eager = build()
+        outs_eager = run_steps(lambda bw, ba: eager[1].step(eager[0], bw, ba), eager[1], batches, lrs)
+        ours = build()
+        step = GraphedStep(*ours, warmup=2)
+        outs_graphed = run_steps(step, ours[1], batches, lrs)
+        torch.cuda.synchronize()
+        assert step.failure is None and step.captures == 2
+        for (la, ga, wa), (lb, gb, wb) in zip(outs_graphed, outs_eager):
+            assert torch.isfinite(la)
+            torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5)
+            for k in wa:
+                torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+        for (name, a), b in zip(ours[0].state_dict().items(), eager[0].state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    finally:
+        normalized_edge.use_triton_edge_kernels(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
