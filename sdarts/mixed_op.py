@@ -127,16 +127,15 @@ class MixedOp(nn.Module):
         self._ops = nn.ModuleList(primitives.build_search_op(name, C, C_out, stride) for name in primitives.names)
         self.kinds = [self._kind(op) for op in self._ops]
         self.shares_relu = sum(isinstance(op, BNEnding) and op.starts_with_relu for op in self._ops) > 1
-        # coef = weights_padded[coef_index]; index K points at an appended 0 for absent skip/pool.
+        # coef = weights[coef_index]: the kernel's (branches..., skip, pool) order.  An absent
+        # skip/pool entry is never read and gets an exactly zero gradient, so any index will do.
         K = len(self._ops)
         branch_idx = [k for k, kind in enumerate(self.kinds) if kind in (BN_BRANCH, BRANCH)]
         skip_idx = next((k for k, kind in enumerate(self.kinds) if kind == SKIP), K)
         pool_idx = next((k for k, kind in enumerate(self.kinds) if kind == POOL), K)
-        self.register_buffer("coef_index", torch.tensor(branch_idx + [skip_idx, pool_idx]), persistent=False)
+        self.register_buffer("coef_index", torch.tensor(branch_idx + [skip_idx % K, pool_idx % K]), persistent=False)
         self.has_skip = skip_idx < K
         self.has_pool = pool_idx < K
-        # The one-node path reads no coef entry for an absent skip/pool: any index will do.
-        self.register_buffer("coef_gather", torch.tensor(branch_idx + [skip_idx % K, pool_idx % K]), persistent=False)
         self._bns = [op.bn for op, kind in zip(self._ops, self.kinds) if kind == BN_BRANCH]
         self.one_node = (
             len(self._bns) == len(branch_idx) > 0
@@ -198,8 +197,7 @@ class MixedOp(nn.Module):
             branches.append(c)
             scales.append(scale)
             shifts.append(shift)
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        coef = torch.cat([weights.to(acc), weights.new_zeros(1, dtype=acc)])[self.coef_index]
+        coef = weights[self.coef_index]
         if not branches and not (self.has_skip or self.has_pool):
             # Only `none` candidates (or all zero): the edge outputs zeros of the right shape.
             return self._ops[0](x) * weights[0]
@@ -232,7 +230,7 @@ class MixedOp(nn.Module):
         track = self._bns[0].training and self._bns[0].track_running_stats
         out, mean, var = mixed_normalized_edge(
             branches,
-            weights[self.coef_gather],
+            weights[self.coef_index],
             eps=self._bns[0].eps,
             x=x.to(branches[0].dtype) if uses_x else None,  # under autocast the candidates may be half
             has_skip=self.has_skip,
