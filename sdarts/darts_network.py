@@ -27,6 +27,11 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x * mask / keep
 
 
+def reduction_cells(layers: int) -> Tuple[int, int]:
+    """Indices of the two reduction cells of a ``layers``-cell DARTS stack (search and discrete)."""
+    return layers // 3, 2 * layers // 3
+
+
 class Cell(nn.Module):
     """One genotype cell: node i = op(state a) + op(state b), output = concat of ``concat`` states."""
 
@@ -147,7 +152,7 @@ class _Network(nn.Module):
             raise ValueError(f"an auxiliary head needs layers >= 3 (it sits after cell 2*layers//3), got layers={layers}")
         self.genotype = genotype
         self.layers = layers
-        self.aux_position = 2 * layers // 3
+        self.aux_position = reduction_cells(layers)[1]  # after the second reduction
         self.drop_path_prob = 0.0
         self.stem = stem
         # After the ImageNet stem s0 is at twice s1's resolution, as after a reduction.
@@ -156,7 +161,7 @@ class _Network(nn.Module):
         self.cells = nn.ModuleList()
         C_aux = None
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = i in reduction_cells(layers)
             if reduction:
                 C_curr *= 2
             cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)

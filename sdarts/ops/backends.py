@@ -29,28 +29,19 @@ def _probe_extension() -> Optional[ModuleType]:
         return None
 
 
-def _probe_triton() -> Optional[ModuleType]:
+def _probe_triton(module: str) -> Optional[ModuleType]:
     try:
         import triton  # noqa: F401
 
-        return importlib.import_module("sdarts.kernels.mixed_sum")
-    except Exception:  # triton missing or unusable on this machine: the backend is simply absent
-        return None
-
-
-def _probe_triton_edge() -> Optional[ModuleType]:
-    try:
-        import triton  # noqa: F401
-
-        return importlib.import_module("sdarts.kernels.normalized_edge")
-    except Exception:  # as _probe_triton: absent where Triton cannot run
+        return importlib.import_module(f"sdarts.kernels.{module}")
+    except Exception:  # triton missing or unusable on this machine: the kernels are simply absent
         return None
 
 
 # Probed once at import, so that torch.compile traces backend choice as constants.
 _EXTENSION = _probe_extension()
-_TRITON = _probe_triton()
-_TRITON_EDGE = _probe_triton_edge() if _TRITON is not None else None
+_TRITON = _probe_triton("mixed_sum")
+_TRITON_EDGE = _probe_triton("normalized_edge") if _TRITON is not None else None
 _TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -63,7 +54,7 @@ def _triton_module() -> Optional[ModuleType]:
 
 
 def triton_edge_module() -> Optional[ModuleType]:
-    """``sdarts.kernels.normalized_edge`` (the folded edge's backward tail), or None."""
+    """``sdarts.kernels.normalized_edge`` (the folded edge's statistics and backward tail), or None."""
     return _TRITON_EDGE
 
 

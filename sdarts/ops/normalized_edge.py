@@ -44,7 +44,7 @@ def batch_stats(branches: Sequence[Tensor], eps: float, need_var: bool = True) -
     return mean, torch.rsqrt(var + eps), var
 
 
-_TRITON_EDGE = os.environ.get("SDARTS_TRITON_EDGE", "0") == "1"
+_USE_TRITON_EDGE = os.environ.get("SDARTS_TRITON_EDGE", "0") == "1"
 
 
 def use_triton_edge_kernels(enabled: bool) -> None:
@@ -52,14 +52,14 @@ def use_triton_edge_kernels(enabled: bool) -> None:
     gradients (backward) in four Triton kernels (``kernels/normalized_edge.py``) instead of
     B + 4 and ~13 + 2B PyTorch ops.  Off by default until measured on a GPU (environment:
     ``SDARTS_TRITON_EDGE=1``); tested everywhere Triton runs."""
-    global _TRITON_EDGE
-    _TRITON_EDGE = bool(enabled)
+    global _USE_TRITON_EDGE
+    _USE_TRITON_EDGE = bool(enabled)
 
 
 def _triton_edge_kernels(like: Tensor, branches: Sequence[Tensor]):
     """The kernels module when it takes this call (``like``: g in backward, a branch in
     forward), else None (the PyTorch ops do)."""
-    if not _TRITON_EDGE or branches[0].dtype == torch.float64:
+    if not _USE_TRITON_EDGE or branches[0].dtype == torch.float64:
         return None
     if not (branches[0].is_cuda or (branches[0].is_cpu and backends.triton_interpreted())):
         return None

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..darts_network import CifarStem, ImageNetStem
+from ..darts_network import CifarStem, ImageNetStem, reduction_cells
 from ..mixed_op import MixedOp
 from ..primitives import DARTS, FactorizedReduce, ReLUConvBN
 from .base import Supernet
@@ -100,7 +100,7 @@ class DartsSupernet(Supernet):
         # With the ImageNet stems s0 is at twice s1's resolution, as after a reduction.
         reduction_prev = imagenet_stem
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = i in reduction_cells(layers)
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, backend, fused, recompute))
