@@ -14,10 +14,12 @@ original DARTS code, so it replaces that class with no other change.  Inside:
   the whole edge is one autograd node (:func:`~sdarts.ops.normalized_edge.mixed_normalized_edge`):
   few kernel launches, which is what a GPU step at search shapes is bound by.
 
-``recompute=True`` also recomputes each candidate's pre-BN chain in backward instead of
-keeping its intermediate activations (activation checkpointing): far less memory for the
-DARTS candidates (separable convs keep five activations each), at the cost of running their
-forward twice.
+``recompute`` trades compute for memory (activation checkpointing).  ``recompute=True``
+recomputes the whole edge in backward (its candidates, their batch statistics and the
+kernel's forward), so an edge keeps only x and relu(x): 0.22x the plain edge's saved bytes
+(NB201), under 0.1x (DARTS).  A tuple of candidate names recomputes only those candidates'
+internals (their pre-BN outputs stay): the DARTS SepConvs keep most of an edge's internals
+and are cheap to recompute.
 
 ``fused=False`` gives the plain ``sum(w * op(x))`` of the original code (same modules, same
 parameters), which is what the engine is tested and benchmarked against.
@@ -64,19 +66,23 @@ def _bn_scale_shift(bn: nn.BatchNorm2d, c: torch.Tensor):
 
 
 def _recompute_contexts(op: nn.Module):
-    """Run the recomputation with BatchNorm momentum 0, so running stats update once, not twice."""
+    """Recompute with the inner BatchNorms' momentum 0 and no batch counter, so that their
+    running statistics and ``num_batches_tracked`` update once (in the forward), while the
+    recomputation saves the same tensors as the forward (checkpoint checks that)."""
 
     @contextlib.contextmanager
     def frozen_running_stats():
         bns = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
-        saved = [m.momentum for m in bns]
+        saved = [(m.momentum, m.num_batches_tracked) for m in bns]
         for m in bns:
             m.momentum = 0.0
+            m.num_batches_tracked = None  # BatchNorm skips the count when its buffer is None
         try:
             yield
         finally:
-            for m, momentum in zip(bns, saved):
+            for m, (momentum, count) in zip(bns, saved):
                 m.momentum = momentum
+                m.num_batches_tracked = count
 
     return contextlib.nullcontext(), frozen_running_stats()
 
@@ -92,9 +98,9 @@ class MixedOp(nn.Module):
             (interpreted with the DARTS conventions).
         backend: mixed-sum backend (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
         fused: ``False`` computes the plain ``sum(w * op(x))`` of the original code.
-        recompute: recompute candidate internals in backward instead of saving them: ``True``
-            for every candidate, or the names of those to recompute (e.g. the SepConvs, which
-            keep most internals).
+        recompute: ``True``: recompute the whole edge in backward (it keeps only x and
+            relu(x)); or the names of the candidates whose internals to recompute (e.g. the
+            SepConvs, which keep most internals).
     """
 
     def __init__(
@@ -126,6 +132,11 @@ class MixedOp(nn.Module):
         self._recomputed = tuple(name in recompute for name in primitives.names)
         self._ops = nn.ModuleList(primitives.build_search_op(name, C, C_out, stride) for name in primitives.names)
         self.kinds = [self._kind(op) for op in self._ops]
+        # Every normalized candidate recomputed: the one-node edge keeps not even their pre-BN
+        # outputs (the whole edge is recomputed in backward from x and relu(x)).
+        self.recompute_edge = any(kind == BN_BRANCH for kind in self.kinds) and all(
+            self._recomputed[k] for k, kind in enumerate(self.kinds) if kind == BN_BRANCH
+        )
         self.shares_relu = sum(isinstance(op, BNEnding) and op.starts_with_relu for op in self._ops) > 1
         # coef = weights[coef_index]: the kernel's (branches..., skip, pool) order.  An absent
         # skip/pool entry is never read and gets an exactly zero gradient, so any index will do.
@@ -219,29 +230,41 @@ class MixedOp(nn.Module):
         )
 
     def _forward_one_node(self, x, weights, relu_x):
+        coef = weights[self.coef_index]
+        if self.recompute_edge and torch.is_grad_enabled():
+            # Activation checkpointing of the whole edge: only its inputs stay alive; backward
+            # runs the candidates, the statistics and the kernel's forward again (inner
+            # BatchNorms with momentum 0, so running statistics update once).
+            out, mean, var = checkpoint(self._normalized_edge, x, coef, relu_x, False, use_reentrant=False,
+                                        preserve_rng_state=False, context_fn=lambda: _recompute_contexts(self._ops))
+        else:
+            out, mean, var = self._normalized_edge(x, coef, relu_x, True)
+        if self._bns[0].training and self._bns[0].track_running_stats:
+            count = out.numel() // out.shape[1]
+            self._update_running_stats(mean, var, count)
+        return out
+
+    def _normalized_edge(self, x, coef, relu_x, checkpoint_candidates: bool):
+        """(out, batch mean, batch var) of the one-node edge; ``checkpoint_candidates``: recompute
+        the candidates named in ``recompute`` one by one (not when the whole edge is)."""
         branches = [
-            self._pre_bn(k, x, relu_x if op.starts_with_relu else None)
+            self._pre_bn(k, x, relu_x if op.starts_with_relu else None, checkpoint_candidates)
             for k, (op, kind) in enumerate(zip(self._ops, self.kinds))
             if kind == BN_BRANCH
         ]
         if any(b.shape != branches[0].shape for b in branches):
             raise ValueError("all candidates of a mixed op must produce one shape")
         uses_x = self.has_skip or self.has_pool
-        track = self._bns[0].training and self._bns[0].track_running_stats
-        out, mean, var = mixed_normalized_edge(
+        return mixed_normalized_edge(
             branches,
-            weights[self.coef_index],
+            coef,
             eps=self._bns[0].eps,
             x=x.to(branches[0].dtype) if uses_x else None,  # under autocast the candidates may be half
             has_skip=self.has_skip,
             has_pool=self.has_pool,
             backend=self.backend,
-            need_var=track,
+            need_var=self._bns[0].training and self._bns[0].track_running_stats,
         )
-        if track:
-            count = branches[0].numel() // branches[0].shape[1]
-            self._update_running_stats(mean, var, count)
-        return out
 
     @torch.no_grad()
     def _update_running_stats(self, mean, var, count):
@@ -254,9 +277,9 @@ class MixedOp(nn.Module):
         torch._foreach_lerp_([bn.running_mean for bn in bns], list(mean.to(dtype).unbind(0)), momentum)
         torch._foreach_lerp_([bn.running_var for bn in bns], list(unbiased_var.to(dtype).unbind(0)), momentum)
 
-    def _pre_bn(self, k, x, relu_x):
+    def _pre_bn(self, k, x, relu_x, checkpoint_candidates: bool = True):
         op = self._ops[k]
-        if not (self._recomputed[k] and torch.is_grad_enabled()):
+        if not (checkpoint_candidates and self._recomputed[k] and torch.is_grad_enabled()):
             return op.pre_bn(x, relu_x)
         # No candidate draws random numbers, so there is no RNG state to save and restore (that
         # would read the device generator each call, which a CUDA-graph capture cannot do).

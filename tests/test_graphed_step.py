@@ -331,11 +331,14 @@ def test_the_cli_flag_builds_a_capturable_adam_and_a_graphed_searcher(tmp_path, 
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("edge_kernels", [False, True], ids=["torch-edge", "triton-edge"])
-@pytest.mark.parametrize("level", ["single", "bilevel"])
-def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels):
-    """The real capture (CudaGraphs): every op of the step must be capturable, and replays
-    must train as eager steps do (deterministic kernels, so to rounding at most)."""
+@pytest.mark.parametrize("level,edge_kernels,recompute", [
+    ("single", False, False), ("single", True, False), ("bilevel", False, False), ("bilevel", True, False),
+    ("single", False, True),
+], ids=["single-torch-edge", "single-triton-edge", "bilevel-torch-edge", "bilevel-triton-edge", "single-recompute"])
+def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels, recompute):
+    """The real capture (CudaGraphs): every op of the step must be capturable (the whole-edge
+    recomputation in backward too), and replays must train as eager steps do (deterministic
+    kernels, so to rounding at most)."""
     from sdarts.ops import normalized_edge
 
     saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
@@ -344,7 +347,7 @@ def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels):
     try:
         def build():
             torch.manual_seed(0)
-            model = build_supernet("nb201", 10, N=1, C=8).cuda()
+            model = build_supernet("nb201", 10, N=1, C=8, recompute=recompute).cuda()
             w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
             a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), capturable=True)
             return model, build_strategy(level, w_opt, a_opt, grad_clip=5.0)

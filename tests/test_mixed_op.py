@@ -43,10 +43,10 @@ def test_fused_equals_plain_in_float64(primitives, stride, recompute):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
     for a, b in zip(got[3], want[3]):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
-    # Running statistics move exactly as nn.BatchNorm2d moves them (once, even when recomputing).
+    # Running statistics and batch counts move exactly as nn.BatchNorm2d moves them (once,
+    # even when recomputing).
     for (name, a), (_, b) in zip(m.named_buffers(), plain.named_buffers()):
-        if a.dtype.is_floating_point:
-            assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), name
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12) if a.dtype.is_floating_point else torch.equal(a, b), name
     m.eval(), plain.eval()
     with torch.no_grad():
         assert torch.allclose(m(x, w), plain(x, w), rtol=1e-10, atol=1e-12)
@@ -68,8 +68,8 @@ def test_every_cpu_backend_in_float32(backend, primitives):
 
 @pytest.mark.parametrize(
     "primitives,recompute,limit",
-    [(NB201, False, 0.5), (DARTS, True, 0.5), (DARTS, False, 0.7)],
-    ids=["nb201", "darts-recompute", "darts"],
+    [(NB201, False, 0.5), (NB201, True, 0.25), (DARTS, True, 0.1), (DARTS, False, 0.7)],
+    ids=["nb201", "nb201-recompute", "darts-recompute", "darts"],
 )
 def test_saves_at_most_half_the_bytes_of_the_plain_mixed_op(primitives, recompute, limit):
     m = MixedOp(16, 1, primitives, recompute=recompute)
@@ -78,6 +78,19 @@ def test_saves_at_most_half_the_bytes_of_the_plain_mixed_op(primitives, recomput
     fused = saved_bytes(lambda: m(x, w))["bytes"]
     plain = saved_bytes(lambda: twin(m)(x, w))["bytes"]
     assert fused <= limit * plain, (fused / plain)
+
+
+@pytest.mark.parametrize("primitives", [NB201, DARTS], ids=lambda p: p.name)
+def test_recomputed_edge_keeps_only_its_input_and_relu(primitives):
+    """recompute=True: backward recomputes the whole edge (candidates, batch statistics, the
+    kernel's forward), so the edge keeps x and relu(x), not one pre-BN output per candidate."""
+    m = MixedOp(16, 1, primitives, recompute=True)
+    assert m.recompute_edge
+    x = torch.randn(8, 16, 16, 16, requires_grad=True)
+    w = torch.rand(len(primitives), requires_grad=True)
+    kept = saved_bytes(lambda: m(x, w))
+    assert kept["bytes"] <= 2 * x.numel() * x.element_size() + 1024, kept
+    assert not MixedOp(16, 1, DARTS, recompute=("sep_conv_3x3", "sep_conv_5x5")).recompute_edge
 
 
 def test_recompute_some_candidates_only():
