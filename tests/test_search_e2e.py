@@ -200,21 +200,26 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
     assert len(err) == 1 and err[0].startswith("sdarts-search: error: ") and expected in err[0], err
 
 
-@pytest.mark.parametrize("flags,expected", [
-    ([], (False, False)),
-    (["--recompute"], (True, True)),
-    (["--recompute", "nor_conv_3x3"], (False, True)),
-])
-def test_recompute_flag_reaches_every_mixed_op(tmp_path, monkeypatch, flags, expected):
-    """--recompute: every candidate; --recompute OP...: those only (here NB201's 1x1 vs 3x3 conv)."""
+@pytest.mark.parametrize("flags,ops,expected", [
+    ([], ("nor_conv_1x1", "nor_conv_3x3"), (False, False)),
+    (["--recompute"], ("nor_conv_1x1", "nor_conv_3x3"), (True, True)),
+    (["--recompute", "nor_conv_3x3"], ("nor_conv_1x1", "nor_conv_3x3"), (False, True)),
+    # The DARTS space on the CPU recomputes its SepConvs unless told otherwise.
+    (["--space", "darts"], ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3"), (True, True, False)),
+    (["--space", "darts", "--no-recompute"], ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3"), (False, False, False)),
+], ids=["nb201-default", "all", "named", "darts-cpu-default", "darts-no-recompute"])
+def test_recompute_flag_reaches_every_mixed_op(tmp_path, monkeypatch, flags, ops, expected):
+    """--recompute: every candidate; --recompute OP...: those only; --no-recompute: none."""
     built = []
     original = cli.build_model
     monkeypatch.setattr(cli, "build_model", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
     assert run(tmp_path / "run", "--epochs", "1", *flags) == 0
     edges = [m for m in built[0].modules() if type(m).__name__ == "MixedOp"]
     names = edges[0].primitives.names
-    flags_1x1_3x3 = {tuple(e._recomputed[names.index(n)] for n in ("nor_conv_1x1", "nor_conv_3x3")) for e in edges}
-    assert flags_1x1_3x3 == {expected}
+    assert {tuple(e._recomputed[names.index(n)] for n in ops) for e in edges} == {expected}
+    # The saved setting (what --resume uses) is the resolved one, not the "default" marker.
+    saved = cli.recompute_setting(json.loads((tmp_path / "run" / "config.json").read_text())["args"]["recompute"])
+    assert tuple(saved if isinstance(saved, bool) else n in saved for n in ops) == expected
 
 
 def test_unknown_space_is_an_argparse_error(capsys):

@@ -112,10 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--backend", choices=backends.BACKENDS, default="auto", help="fused mixed-sum backend")
     engine.add_argument("--no-fused", action="store_true", help="plain PyTorch mixed op sum(w * op(x)), for comparison")
     engine.add_argument("--recompute", nargs="*", metavar="OP", default=None,
-                        help="recompute candidate internals in backward instead of keeping them (less memory, more "
-                             "compute): every candidate, or only the OPs named (DARTS space: "
-                             "'--recompute sep_conv_3x3 sep_conv_5x5' keeps most of the saving at a few percent "
-                             "of the time)")
+                        help="recompute candidates in backward instead of keeping their activations (less memory, "
+                             "more compute): bare, every candidate, so that each edge keeps only x and relu(x) (the "
+                             "whole edge is recomputed); or only the OPs named, whose internals are then recomputed.  "
+                             "Default: the DARTS space on the CPU recomputes sep_conv_3x3 sep_conv_5x5 (most of the "
+                             "saving at a few percent of the time); nothing otherwise")
+    engine.add_argument("--no-recompute", dest="recompute", action="store_const", const=False,
+                        help="recompute nothing (overrides the DARTS-on-CPU default)")
     engine.add_argument("--amp", action="store_true", help="bf16 autocast")
     engine.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels-last memory format (default: on for the CPU, where the step measured 0.48x "
@@ -135,9 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
 # -- settings ----------------------------------------------------------------------------
 
 
+# Recomputed by default where it was measured to pay: the DARTS space on the CPU, the SepConvs
+# (they hold most of a DARTS edge's internals and cost ~3% of the step to recompute).
+DEFAULT_RECOMPUTE = {("darts", "cpu"): ["sep_conv_3x3", "sep_conv_5x5"]}
+
+
+def default_recompute(space: str, device: torch.device) -> Union[bool, List[str]]:
+    return list(DEFAULT_RECOMPUTE.get((space, device.type), [])) or False
+
+
 def recompute_setting(value) -> Union[bool, Tuple[str, ...]]:
-    """--recompute as MixedOp takes it: absent -> False; bare -> True (every candidate); names -> those.
-    (Runs saved before names were accepted stored a bool.)"""
+    """--recompute as MixedOp takes it: absent or --no-recompute -> False; bare -> True (every
+    candidate); names -> those.  (Runs saved before names were accepted stored a bool.)"""
     if value is None or value is False:
         return False
     if value is True or len(value) == 0:
@@ -204,6 +216,8 @@ def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         elif value != saved.get(name):
             raise UsageError(f"--{name.replace('_', '-')} {value} differs from the resumed run's {saved.get(name)}; "
                              "a resumed run keeps its own settings")
+    if merged.recompute is None:  # saved before the default existed: it recomputed nothing
+        merged.recompute = False
     merged.resume = args.resume
     merged.out = args.resume
     return merged
@@ -359,6 +373,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             device = _resolve_device(args.device, ctx)
             if args.channels_last is None:
                 args.channels_last = device.type == "cpu"
+            if args.recompute is None:
+                args.recompute = default_recompute(args.space, device)
             _check_cuda_graph(args, device, ctx)
             return _search(args, [PROG, *(argv if argv is not None else sys.argv[1:])], device, ctx)
         except (UsageError, CheckpointError, FileNotFoundError, NotADirectoryError) as err:
