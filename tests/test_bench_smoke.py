@@ -100,6 +100,18 @@ def test_search_step_bench(bench, tmp_path):
     assert row["ms"] > 0 and row["peak_kind"].startswith("process peak RSS")
 
 
+def test_conv_merge_bench(bench, capsys):
+    """Both forms were checked equal before being timed; every row has both timings."""
+    result = bench("conv_merge").main(["--device", "cpu", "--shapes", "nb201-s3", "--batch-size", "2", "--repeat", "1",
+                                       "--warmup", "0", "--threads", "1"])
+    rows = result["rows"]
+    assert {(r["case"], r["layout"]) for r in rows} == {(c, l) for c in ("edges", "kernels") for l in ("contiguous", "channels_last")}
+    for r in rows:
+        assert r["separate_ms"] > 0 and r["merged_ms"] > 0
+        assert r["merged_vs_separate"] == pytest.approx(r["merged_ms"] / r["separate_ms"])
+    assert "| edges | nb201-s3 2x64x8x8 |" in capsys.readouterr().out
+
+
 def test_search_step_variants_unknown_or_unavailable(bench):
     search_step = bench("search_step")
     with pytest.raises(ValueError, match="warp-speed"):
