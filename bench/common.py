@@ -107,15 +107,24 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> Optional[int]
     return torch.cuda.max_memory_allocated(device) - base
 
 
-def peak_rss_bytes() -> Optional[int]:
-    """This process's peak resident set size (VmHWM), or None where /proc is absent."""
+def _proc_status_bytes(field: str) -> Optional[int]:
     status = Path("/proc/self/status")
     if not status.exists():
         return None
     for line in status.read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def peak_rss_bytes() -> Optional[int]:
+    """This process's peak resident set size (VmHWM), or None where /proc is absent."""
+    return _proc_status_bytes("VmHWM")
+
+
+def rss_bytes() -> Optional[int]:
+    """This process's resident set size now (VmRSS), or None where /proc is absent."""
+    return _proc_status_bytes("VmRSS")
 
 
 # ----------------------------------------------------------------------------- machine

@@ -25,7 +25,8 @@ Variants (``--variants``; each row says which backend ``auto`` picked):
                   SepConvs (DARTS space), on channels_last
 
 Reported: ms/step (median after warm-up; CUDA events on GPU), images/s, peak memory (device
-memory on GPU; peak RSS of a fresh process per variant on CPU) and the projected wall time of
+memory on GPU; peak RSS of a fresh process per variant on CPU, and what the steps added to the
+resident set: peak RSS minus the RSS right before the first step), and the projected wall time of
 a 50-epoch search at that speed (``--epoch-images`` per epoch: 25,000 for the CIFAR half split;
 for ``darts-imagenet`` 128,116 = 10% of ImageNet-1k train as in PC-DARTS), steps only.
 On CPU (and for compile variants on GPU) each variant runs in its own process so that
@@ -59,6 +60,7 @@ from common import (
     markdown_table,
     peak_rss_bytes,
     resolve_device,
+    rss_bytes,
     set_threads,
     summarize,
     synchronize,
@@ -215,6 +217,7 @@ def run_variant(args, variant: Variant, device: torch.device) -> Dict[str, objec
     step = make_step(model, weights, w_opt, a_opt, variant, device, zero_grad=not variant.cuda_graph)
     if variant.cuda_graph:
         step = captured_step(step, x, y, w_opt, a_opt, args.warmup)
+    resident_before = rss_bytes() if device.type == "cpu" else None
     losses = []
     times = time_calls(lambda _: losses.append(step(x, y)), device, warmup=args.warmup, repeat=args.steps)
     synchronize(device)
@@ -231,6 +234,9 @@ def run_variant(args, variant: Variant, device: torch.device) -> Dict[str, objec
     else:
         rss = peak_rss_bytes()
         row["peak_mb"] = None if rss is None else rss / MB
+        # What the steps added to the process (torch's import alone peaks at ~0.8 GB with a
+        # CUDA build, the same constant in every variant's peak).
+        row["step_mb"] = None if rss is None or resident_before is None else (rss - resident_before) / MB
     row["peak_kind"] = "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)"
     return row
 
@@ -358,13 +364,18 @@ def _add_speedups(rows: List[Dict[str, object]]) -> None:
     for r in rows:
         if plain and "ms" in r:
             r["speedup"] = plain["ms"] / r["ms"]
+            for key in ("peak_mb", "step_mb"):
+                if r.get(key) is not None and plain.get(key):
+                    r[key.replace("_mb", "_vs_plain")] = r[key] / plain[key]
 
 
 def print_table(result: Dict[str, object], args, device: torch.device) -> None:
     peak = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
     columns = [("variant", "variant"), ("backend", "backend"), ("options", "options"), ("ms", "ms/step", 1),
-               ("speedup", "x plain"), ("images_per_s", "img/s", 0), ("peak_mb", peak, 0),
-               ("projected_min", f"{args.epochs} ep (min)", 1), ("skipped", "note")]
+               ("speedup", "x plain"), ("images_per_s", "img/s", 0), ("peak_mb", peak, 0), ("peak_vs_plain", "peak / plain")]
+    if device.type == "cpu":
+        columns += [("step_mb", "step MB (peak - RSS before)", 0), ("step_vs_plain", "step MB / plain")]
+    columns += [("projected_min", f"{args.epochs} ep (min)", 1), ("skipped", "note")]
     print(f"\n## {args.space} search step on {device_name(device)}: batch {args.batch_size}, "
           f"{args.image_size}x{args.image_size}, median of {args.steps} after {args.warmup} warm-up "
           f"(projection: {args.epoch_images} images/epoch, steps only)\n")

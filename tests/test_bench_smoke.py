@@ -90,7 +90,9 @@ def test_search_step_bench(bench, tmp_path):
         if "skipped" in row:  # e.g. a fused optimizer this torch build lacks on CPU
             continue
         assert row["ms"] > 0 and math.isfinite(row["loss"]) and row["peak_mb"] > 0
+        assert row["step_mb"] is not None and row["step_mb"] <= row["peak_mb"]
         assert row["projected_min"] == pytest.approx(50 * 12500 * row["ms"] / 1e3 / 60)
+        assert row["peak_vs_plain"] == pytest.approx(row["peak_mb"] / rows["plain"]["peak_mb"])
     assert rows["plain"]["speedup"] == pytest.approx(1.0)
     assert result["machine"]["device"] == "cpu"
     # One variant through the fresh-process path, on the DARTS space.
