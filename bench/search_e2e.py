@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--nb201-table", default=os.path.join(data, "nb201", "nb201_200ep_accuracies.csv"),
                         help="NAS-Bench-201 table for the lookups (nb201 only; skipped if the file is absent)")
     parser.add_argument("--split-file", default=None, help="passed to the CLI (e.g. nb201/cifar-split.txt); default: seeded half split")
+    parser.add_argument("--data-fraction", type=float, default=1.0,
+                        help="search on this fraction of the training set (passed to the CLI; a CPU-sized run)")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--optimizer-level", default="single", help="single (Single-DARTS), bilevel, ... (see sdarts-search --help)")
@@ -74,6 +76,8 @@ def cli_argv(args, seed: int, out: Path) -> List[str]:
         argv += ["--nb201-table", args.nb201_table]
     if args.split_file:
         argv += ["--split-file", args.split_file]
+    if args.data_fraction != 1.0:
+        argv += ["--data-fraction", str(args.data_fraction)]
     if args.amp:
         argv.append("--amp")
     if args.channels_last:
@@ -133,8 +137,9 @@ def main(argv=None) -> Dict[str, object]:
     columns += [("supernet_valid_acc", "supernet valid %"), ("epoch_s", "s/epoch", 1), ("minutes", "total min", 1),
                 ("error", "note")]
     engine = "".join(f", {flag.replace('_', '-')}" for flag in ("amp", "channels_last", "cuda_graph") if getattr(args, flag))
+    fraction = f", {args.data_fraction:g} of the training set" if args.data_fraction != 1.0 else ""
     print(f"\n## {args.space} search end to end ({args.optimizer_level}, {args.activation}, {args.epochs} epochs, "
-          f"batch {args.batch_size}{engine}, {args.dataset} from {args.data_dir}); NAS-Bench-201 200-epoch accuracies, %\n")
+          f"batch {args.batch_size}{engine}{fraction}, {args.dataset} from {args.data_dir}); NAS-Bench-201 200-epoch accuracies, %\n")
     print(markdown_table(result["rows"] + [result["summary"]], columns))
     sys.stdout.flush()
     return result

@@ -125,12 +125,14 @@ def test_search_step_variants_unknown_or_unavailable(bench):
 def test_search_e2e_bench(bench, tmp_path):
     search_e2e = bench("search_e2e")
     result = search_e2e.main(["--dataset", "synthetic", "--data-dir", str(tmp_path), "--device", "cpu", "--epochs", "1",
-                              "--batch-size", "8", "--max-steps-per-epoch", "1", "--layers", "1", "--seeds", "0",
+                              "--batch-size", "8", "--max-steps-per-epoch", "1", "--layers", "1", "--seeds", "0", "--data-fraction", "0.5",
                               "--out-root", str(tmp_path / "runs"), "--json", str(tmp_path / "e2e.json")])
     row = result["rows"][0]
     assert "error" not in row, row
     assert row["genotype"].startswith("|") and row["epochs"] == 1 and row["minutes"] > 0
     assert json.loads((tmp_path / "e2e.json").read_text())["summary"]["genotype"] == "1 of 1 runs"
+    config = json.loads((tmp_path / "runs" / "seed0" / "config.json").read_text())
+    assert config["args"]["data_fraction"] == 0.5
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
