@@ -2,7 +2,8 @@
 # One-call GPU check for a bare GPU machine: versions, build of the CUDA extension, the GPU
 # tests, the search-step benchmarks (NB201, DARTS, ImageNet-scale DARTS), then the reproduction
 # run (a 50-epoch NB201 search on the CIFAR-10 copy with benchmark lookup, fp32, each training
-# step replayed from a CUDA graph), then the mixed-op microbenchmark, in about 9.5 minutes.
+# step replayed from a CUDA graph), then the mixed-op and merged-convolution microbenchmarks,
+# in about 9.5 minutes.
 #
 #   bash bench/gpu_check.sh                                  # writes into $OUT (default ./gpu_out)
 #   E2E_EPOCHS=0 bash bench/gpu_check.sh                     # skip the reproduction run
@@ -16,7 +17,7 @@
 # only the tail of the output still gets them).  JSON results land in $OUT.
 #
 # Environment: OUT, BUDGET_S, STAGES (default "all"; else a list of: versions backends gpu-tests
-# step-nb201 step-darts step-imagenet e2e mixed-op; the build always runs), E2E_EPOCHS (0 = skip),
+# step-nb201 step-darts step-imagenet e2e mixed-op conv-merge; the build always runs), E2E_EPOCHS (0 = skip),
 # E2E_LEVELS (optimizer levels searched end to end, default "single"), PYTHON (default python3),
 # SDARTS_DATA (default .devdata), STEP_COMPILE=1 (also time torch.compile in the search step),
 # MIXED_OP_COMPILE (cases that time torch.compile in mixed_op.py; default "sum").
@@ -107,10 +108,10 @@ compile=()
 wanted step-nb201 && stage step-nb201 90 "$PY" bench/search_step.py --space nb201 --device cuda \
     --json "$OUT/search_step_nb201.json" --steps 20 --warmup 5 --variant-timeout 60 --variants plain engine-cuda \
     engine-triton cuda-graph plain-cuda-graph cuda-graph-edge triton-edge all-fast channels-last amp fused-opt \
-    engine-reference "${compile[@]}"
+    recompute engine-reference "${compile[@]}"
 wanted step-darts && stage step-darts 55 "$PY" bench/search_step.py --space darts --device cuda \
     --json "$OUT/search_step_darts.json" --steps 10 --warmup 4 --variant-timeout 60 --variants plain engine-cuda \
-    cuda-graph plain-cuda-graph cuda-graph-edge all-fast engine-triton channels-last amp "${compile[@]}"
+    cuda-graph plain-cuda-graph cuda-graph-edge all-fast engine-triton channels-last amp recompute-sep-cl "${compile[@]}"
 wanted step-imagenet && stage step-imagenet 40 "$PY" bench/search_step.py --space darts-imagenet --device cuda \
     --json "$OUT/search_step_darts_imagenet.json" --steps 5 --warmup 3 --variants plain engine-cuda all-fast
 if ((E2E_EPOCHS > 0)) && wanted e2e; then
@@ -129,6 +130,8 @@ fi
 read -r -a compile_cases <<<"${MIXED_OP_COMPILE:-sum}"
 wanted mixed-op && stage mixed-op 90 "$PY" bench/mixed_op.py --device cuda --json "$OUT/mixed_op.json" \
     --compile-cases "${compile_cases[@]}"
+# Its table is in the log (no JSON: only 8 files come back from $OUT, and the e2e stages need theirs).
+wanted conv-merge && stage conv-merge 30 "$PY" bench/conv_merge.py --device cuda
 
 # The tables again (each from its first '## ' heading), then the stage summary, last.
 {
