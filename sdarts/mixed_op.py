@@ -17,9 +17,10 @@ original DARTS code, so it replaces that class with no other change.  Inside:
 ``recompute`` trades compute for memory (activation checkpointing).  ``recompute=True``
 recomputes the whole edge in backward (its candidates, their batch statistics and the
 kernel's forward), so an edge keeps only x and relu(x): 0.22x the plain edge's saved bytes
-(NB201), under 0.1x (DARTS).  A tuple of candidate names recomputes only those candidates'
-internals (their pre-BN outputs stay): the DARTS SepConvs keep most of an edge's internals
-and are cheap to recompute.
+(NB201), under 0.1x (DARTS).  A tuple of candidate names recomputes only those candidates:
+their internals by checkpointing, and in training mode their pre-BN outputs too, which the
+edge's backward asks for again instead of keeping (NB201's 1x1 convolutions are cheap to redo;
+the DARTS SepConvs keep most of an edge's internals).
 
 ``fused=False`` gives the plain ``sum(w * op(x))`` of the original code (same modules, same
 parameters), which is what the engine is tested and benchmarked against.
@@ -99,8 +100,8 @@ class MixedOp(nn.Module):
         backend: mixed-sum backend (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
         fused: ``False`` computes the plain ``sum(w * op(x))`` of the original code.
         recompute: ``True``: recompute the whole edge in backward (it keeps only x and
-            relu(x)); or the names of the candidates whose internals to recompute (e.g. the
-            SepConvs, which keep most internals).
+            relu(x)); or the names of the candidates to recompute (their internals and
+            outputs; e.g. NB201's ``nor_conv_1x1`` or the DARTS SepConvs).
     """
 
     def __init__(
@@ -246,12 +247,14 @@ class MixedOp(nn.Module):
 
     def _normalized_edge(self, x, coef, relu_x, checkpoint_candidates: bool):
         """(out, batch mean, batch var) of the one-node edge; ``checkpoint_candidates``: recompute
-        the candidates named in ``recompute`` one by one (not when the whole edge is)."""
-        branches = [
-            self._pre_bn(k, x, relu_x if op.starts_with_relu else None, checkpoint_candidates)
-            for k, (op, kind) in enumerate(zip(self._ops, self.kinds))
-            if kind == BN_BRANCH
-        ]
+        the candidates named in ``recompute`` one by one (not when the whole edge is): their
+        internals by checkpointing, their outputs by the edge's backward."""
+        indices = [k for k, kind in enumerate(self.kinds) if kind == BN_BRANCH]
+        inputs = [(x, relu_x if self._ops[k].starts_with_relu else None) for k in indices]
+        branches = [self._pre_bn(k, *args, checkpoint_candidates) for k, args in zip(indices, inputs)]
+        recompute = None
+        if checkpoint_candidates and torch.is_grad_enabled() and any(self._recomputed[k] for k in indices):
+            recompute = [self._output_recompute(k, *args) if self._recomputed[k] else None for k, args in zip(indices, inputs)]
         if any(b.shape != branches[0].shape for b in branches):
             raise ValueError("all candidates of a mixed op must produce one shape")
         uses_x = self.has_skip or self.has_pool
@@ -264,7 +267,24 @@ class MixedOp(nn.Module):
             has_pool=self.has_pool,
             backend=self.backend,
             need_var=self._bns[0].training and self._bns[0].track_running_stats,
+            recompute=recompute,
         )
+
+    def _output_recompute(self, k, x, relu_x):
+        """A function giving candidate k's pre-BN output again (for the edge's backward), which
+        refuses if its input or weights changed in place since the forward."""
+        op = self._ops[k]
+        tensors = [t for t in (x, relu_x) if t is not None] + list(op.parameters())
+        versions = [t._version for t in tensors]
+
+        def pre_bn_again():
+            if any(t._version != v for t, v in zip(tensors, versions)):
+                raise RuntimeError(f"MixedOp: the input or weights of {self.primitives.names[k]} were modified in place "
+                                   "between forward and backward; its recomputed output would be wrong")
+            with _recompute_contexts(op)[1]:
+                return op.pre_bn(x, relu_x)
+
+        return pre_bn_again
 
     @torch.no_grad()
     def _update_running_stats(self, mean, var, count):

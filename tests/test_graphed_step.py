@@ -333,11 +333,12 @@ def test_the_cli_flag_builds_a_capturable_adam_and_a_graphed_searcher(tmp_path, 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("level,edge_kernels,recompute", [
     ("single", False, False), ("single", True, False), ("bilevel", False, False), ("bilevel", True, False),
-    ("single", False, True),
-], ids=["single-torch-edge", "single-triton-edge", "bilevel-torch-edge", "bilevel-triton-edge", "single-recompute"])
+    ("single", False, True), ("single", False, ("nor_conv_1x1",)),
+], ids=["single-torch-edge", "single-triton-edge", "bilevel-torch-edge", "bilevel-triton-edge", "single-recompute",
+        "single-recompute-1x1"])
 def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels, recompute):
     """The real capture (CudaGraphs): every op of the step must be capturable (the whole-edge
-    recomputation in backward too), and replays must train as eager steps do (deterministic
+    recomputation and the 1x1 outputs redone in the edge's backward too), and replays must train as eager steps do (deterministic
     kernels, so to rounding at most)."""
     from sdarts.ops import normalized_edge
 

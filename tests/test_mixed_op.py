@@ -93,6 +93,49 @@ def test_recomputed_edge_keeps_only_its_input_and_relu(primitives):
     assert not MixedOp(16, 1, DARTS, recompute=("sep_conv_3x3", "sep_conv_5x5")).recompute_edge
 
 
+def test_recomputed_outputs_are_not_kept_and_refuse_in_place_changes():
+    """recompute=<names> on NB201 (no candidate internals): the 1x1's pre-BN output is not kept
+    but recomputed in the edge's backward, exactly; a weight changed in place in between is
+    an error, not a silently wrong gradient."""
+    torch.manual_seed(3)
+    x = torch.randn(8, 16, 16, 16, requires_grad=True)
+    w = torch.rand(len(NB201), requires_grad=True)
+    kept = {r: saved_bytes(lambda r=r: MixedOp(16, 1, NB201, recompute=r)(x, w))["bytes"] for r in ((), ("nor_conv_1x1",))}
+    assert kept[()] - kept[("nor_conv_1x1",)] >= x.numel() * x.element_size()  # one activation fewer
+    m = MixedOp(6, 1, NB201, recompute=("nor_conv_1x1",)).double()
+    xs = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    ws = torch.rand(len(NB201), dtype=torch.float64)
+    g = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    got, want = run(m, xs, ws, g), run(twin(m), xs, ws, g)
+    for a, b in zip(got[:3] + tuple(got[3]), want[:3] + tuple(want[3])):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    out = m(xs.clone().requires_grad_(), ws)
+    with torch.no_grad():
+        m._ops[NB201.names.index("nor_conv_1x1")].conv.weight.mul_(2.0)
+    with pytest.raises(RuntimeError, match="nor_conv_1x1 were modified in place between forward and backward"):
+        out.backward(g)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels-last"])
+def test_recomputed_outputs_under_bf16_autocast(channels_last):
+    """The edge's backward recomputes under the forward's autocast state and layout: the same
+    gradients as keeping the outputs."""
+    torch.manual_seed(4)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    kept = MixedOp(8, 1, NB201).to(memory_format=fmt)
+    redone = copy.deepcopy(kept)
+    redone._recomputed = tuple(n in ("nor_conv_1x1", "nor_conv_3x3") for n in NB201.names)
+    x = torch.randn(4, 8, 8, 8).contiguous(memory_format=fmt)
+    w = torch.rand(len(NB201))
+    g = torch.randn(4, 8, 8, 8)
+    results = []
+    for m in (kept, redone):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(run(m, x, w, g))
+    for a, b in zip(results[0][:3] + tuple(results[0][3]), results[1][:3] + tuple(results[1][3])):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_recompute_some_candidates_only():
     """recompute=<names>: exact, and it saves less than none recomputed, more than all."""
     torch.manual_seed(2)

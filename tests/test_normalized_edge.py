@@ -162,10 +162,13 @@ def _step(op, x, w, seed=1):
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("primitives,stride", [(NB201, 1), (DARTS, 1), (DARTS, 2)])
-@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("recompute", [False, True, "named"], ids=["keep", "recompute-edge", "recompute-named"])
 def test_mixed_op_one_node_path_matches_composed_path(backend, primitives, stride, recompute, edge_kernels):
     """The one-node edge gives what the composed ops (channel_moments + mixed_edge) give,
-    including the candidates' BatchNorm running statistics."""
+    including the candidates' BatchNorm running statistics: keeping every branch, recomputing
+    the whole edge, or recomputing named candidates' outputs in the edge's backward."""
+    if recompute == "named":
+        recompute = ("nor_conv_1x1",) if primitives is NB201 else ("sep_conv_3x3", "dil_conv_5x5")
     use_kernels, kernel_calls = edge_kernels
     if use_kernels and (backend == "reference" or "cpu" not in KERNEL_DEVICES):
         pytest.skip("the Triton edge kernels take float32 (the reference case here is float64)")

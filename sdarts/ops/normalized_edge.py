@@ -19,7 +19,7 @@ Forward:  y_k = (b_k - mean_k) * invstd_k   (mean, biased var over N, H, W)
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -67,9 +67,13 @@ def _triton_edge_kernels(like: Tensor, branches: Sequence[Tensor]):
     return module if module is not None and module.supports(like, list(branches)) else None
 
 
+def _autocast_state(device_type: str) -> Tuple[bool, torch.dtype]:
+    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
 class _NormalizedMixedEdge(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, coef, x, eps, has_skip, has_pool, backend, need_var, *branches):
+    def forward(ctx, coef, x, eps, has_skip, has_pool, backend, need_var, recompute, *branches):
         kernels = _triton_edge_kernels(branches[0], branches)
         if kernels is not None:
             mean, invstd, shift, var = kernels.batch_stats(list(branches), eps)
@@ -80,13 +84,23 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         ctx.flags = (has_skip, has_pool, backend)
         ctx.x_needs_grad = x is not None and x.requires_grad and (has_skip or has_pool)
         ctx.coef_needs_grad = coef.requires_grad
-        ctx.save_for_backward(coef, x if (has_skip or has_pool) else None, mean, invstd, *branches)
+        # A branch with a recompute function is not kept: backward asks for its value again.
+        ctx.recompute = recompute
+        if recompute is not None:
+            first = branches[0]
+            ctx.autocast = (first.device.type, *_autocast_state(first.device.type))
+            channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+            ctx.branch_format = (torch.channels_last if channels_last else torch.contiguous_format, first.dtype)
+        kept = [b if recompute is None or recompute[k] is None else None for k, b in enumerate(branches)]
+        ctx.save_for_backward(coef, x if (has_skip or has_pool) else None, mean, invstd, *kept)
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     def backward(ctx, grad_out, _grad_mean, _grad_var):
         coef, x, mean, invstd, *branches = ctx.saved_tensors
+        if ctx.recompute is not None:
+            branches = _recomputed_branches(ctx, branches)
         has_skip, has_pool, backend = ctx.flags
         B = len(branches)
         count = branches[0].numel() // branches[0].shape[1]
@@ -101,7 +115,7 @@ class _NormalizedMixedEdge(torch.autograd.Function):
             grad_branches, grad_coef = kernels.edge_backward_tail(
                 grad_out, branches, chan_dot, chan_gsum, dot_skip, dot_pool, mean, invstd, coef
             )
-            return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, None, *grad_branches)
+            return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, None, None, *grad_branches)
         # <g, y_k>_c = invstd_k (<g, b_k>_c - mean_k sum_c g)
         y_dot = invstd * torch.addcmul(chan_dot.to(mean.dtype), mean, chan_gsum.to(mean.dtype), value=-1.0)
         grad_coef = None
@@ -115,7 +129,18 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         shape = (1, -1, 1, 1)
         for gb, b, s, o in zip(grad_branches, branches, slope.to(branches[0].dtype), offset.to(branches[0].dtype)):
             gb.addcmul_(b, s.view(shape)).add_(o.view(shape))
-        return (grad_coef, grad_x, None, None, None, None, None, *grad_branches)
+        return (grad_coef, grad_x, None, None, None, None, None, None, *grad_branches)
+
+
+def _recomputed_branches(ctx, saved: List[Optional[Tensor]]) -> List[Tensor]:
+    """The saved branches, with the dropped ones recomputed (values only: their own backward
+    is autograd's, recorded in the forward) under the forward's autocast state, in the layout
+    and dtype the kernels got."""
+    device_type, enabled, dtype = ctx.autocast
+    memory_format, branch_dtype = ctx.branch_format
+    with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        return [fn().contiguous(memory_format=memory_format).to(branch_dtype) if b is None else b
+                for fn, b in zip(ctx.recompute, saved)]
 
 
 def mixed_normalized_edge(
@@ -128,9 +153,15 @@ def mixed_normalized_edge(
     has_pool: bool = False,
     backend: str = "auto",
     need_var: bool = True,
+    recompute: Optional[Sequence[Optional[Callable[[], Tensor]]]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """sum_k coef[k] * BN(branches[k]) + coef[B] * x + coef[B+1] * avgpool3(x), with BN the
     training-mode, non-affine BatchNorm (batch statistics, ``eps``).
+
+    ``recompute[k]``, when given and not None, returns branch k's value again (no autograd):
+    the edge then does not keep branch k for backward but calls it there (under the forward's
+    autocast state).  Worth it where a branch is cheap to redo, e.g. a 1x1 convolution of a
+    tensor that is kept anyway.
 
     Returns ``(out, mean, var)``: the batch mean and biased variance (B, C), detached, for the
     caller's running-statistics update (``var`` may be empty when not ``need_var``).  ``coef`` has B + 2 entries (entries for an absent skip/pool are
@@ -144,9 +175,16 @@ def mixed_normalized_edge(
         raise ValueError(f"coef must have shape ({len(branches) + 2},) (B branches + skip + pool), got {tuple(coef.shape)}")
     if (has_skip or has_pool) and x is None:
         raise ValueError("has_skip/has_pool need the edge input x")
+    if recompute is not None:
+        recompute = tuple(recompute)
+        if len(recompute) != len(branches):
+            raise ValueError(f"recompute must have one entry per branch ({len(branches)}), got {len(recompute)}")
+        if all(fn is None for fn in recompute):
+            recompute = None
     like = branches[0]
     chosen = backends.resolve(backend, like.device, like.dtype)
     operands: List[Tensor] = _common_layout(branches + ([x] if x is not None else []))
     x = operands[-1] if x is not None else None
     acc = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, need_var, *operands[: len(branches)])
+    return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, need_var, recompute,
+                                      *operands[: len(branches)])
