@@ -108,7 +108,7 @@ compile=()
 wanted step-nb201 && stage step-nb201 90 "$PY" bench/search_step.py --space nb201 --device cuda \
     --json "$OUT/search_step_nb201.json" --steps 20 --warmup 5 --variant-timeout 60 --variants plain engine-cuda \
     engine-triton cuda-graph plain-cuda-graph cuda-graph-edge triton-edge all-fast channels-last amp fused-opt \
-    recompute engine-reference "${compile[@]}"
+    recompute recompute-1x1 engine-reference "${compile[@]}"
 wanted step-darts && stage step-darts 55 "$PY" bench/search_step.py --space darts --device cuda \
     --json "$OUT/search_step_darts.json" --steps 10 --warmup 4 --variant-timeout 60 --variants plain engine-cuda \
     cuda-graph plain-cuda-graph cuda-graph-edge all-fast engine-triton channels-last amp recompute-sep-cl "${compile[@]}"

@@ -20,9 +20,10 @@ Variants (``--variants``; each row says which backend ``auto`` picked):
   triton-edge     engine with the folded edges' backward tail as two Triton kernels
                   (``sdarts.ops.normalized_edge.use_triton_edge_kernels``; off by default until measured)
   cuda-graph-edge cuda-graph + triton-edge (GPU only)
-  recompute, recompute-cl, recompute-sep-cl
-                  engine with ``recompute=True`` (+ channels-last), or recomputing only the
-                  SepConvs (DARTS space), on channels_last
+  recompute, recompute-cl, recompute-sep-cl, recompute-1x1, recompute-1x1-cl
+                  engine with ``recompute=True`` (the whole edge; + channels-last), or
+                  recomputing only the SepConvs (DARTS space, on channels_last) or NB201's 1x1
+                  convolutions (their outputs are then redone in the edge's backward)
 
 Reported: ms/step (median after warm-up; CUDA events on GPU), images/s, peak memory (device
 memory on GPU; peak RSS of a fresh process per variant on CPU, and what the steps added to the
@@ -115,6 +116,8 @@ def all_variants() -> Dict[str, Variant]:
     table["triton-edge"] = replace(engine, name="triton-edge", triton_edge=True)
     table["cuda-graph-edge"] = replace(engine, name="cuda-graph-edge", cuda_graph=True, triton_edge=True)
     table["recompute-sep-cl"] = replace(engine, name="recompute-sep-cl", recompute=SEP_CONVS, channels_last=True)
+    table["recompute-1x1"] = replace(engine, name="recompute-1x1", recompute=("nor_conv_1x1",))
+    table["recompute-1x1-cl"] = replace(engine, name="recompute-1x1-cl", recompute=("nor_conv_1x1",), channels_last=True)
     table["all-fast"] = replace(engine, name="all-fast", channels_last=True, amp=True, fused_opt=True, cuda_graph=True)
     return table
 
