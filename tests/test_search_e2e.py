@@ -201,13 +201,14 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
 
 
 @pytest.mark.parametrize("flags,ops,expected", [
-    ([], ("nor_conv_1x1", "nor_conv_3x3"), (False, False)),
+    # On the CPU: NB201's 1x1 convolutions and the DARTS SepConvs, unless told otherwise.
+    ([], ("nor_conv_1x1", "nor_conv_3x3"), (True, False)),
+    (["--no-recompute"], ("nor_conv_1x1", "nor_conv_3x3"), (False, False)),
     (["--recompute"], ("nor_conv_1x1", "nor_conv_3x3"), (True, True)),
     (["--recompute", "nor_conv_3x3"], ("nor_conv_1x1", "nor_conv_3x3"), (False, True)),
-    # The DARTS space on the CPU recomputes its SepConvs unless told otherwise.
     (["--space", "darts"], ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3"), (True, True, False)),
     (["--space", "darts", "--no-recompute"], ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3"), (False, False, False)),
-], ids=["nb201-default", "all", "named", "darts-cpu-default", "darts-no-recompute"])
+], ids=["nb201-cpu-default", "nb201-no-recompute", "all", "named", "darts-cpu-default", "darts-no-recompute"])
 def test_recompute_flag_reaches_every_mixed_op(tmp_path, monkeypatch, flags, ops, expected):
     """--recompute: every candidate; --recompute OP...: those only; --no-recompute: none."""
     built = []

@@ -114,11 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--recompute", nargs="*", metavar="OP", default=None,
                         help="recompute candidates in backward instead of keeping their activations (less memory, "
                              "more compute): bare, every candidate, so that each edge keeps only x and relu(x) (the "
-                             "whole edge is recomputed); or only the OPs named, whose internals are then recomputed.  "
-                             "Default: the DARTS space on the CPU recomputes sep_conv_3x3 sep_conv_5x5 (most of the "
-                             "saving at a few percent of the time); nothing otherwise")
+                             "whole edge is recomputed); or only the OPs named (their internals and outputs).  "
+                             "Default on the CPU: sep_conv_3x3 sep_conv_5x5 (DARTS space), nor_conv_1x1 (NB201), "
+                             "each most of the saving at a few percent of the time; nothing on CUDA")
     engine.add_argument("--no-recompute", dest="recompute", action="store_const", const=False,
-                        help="recompute nothing (overrides the DARTS-on-CPU default)")
+                        help="recompute nothing (overrides the CPU default)")
     engine.add_argument("--amp", action="store_true", help="bf16 autocast")
     engine.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels-last memory format (default: on for the CPU, where the step measured 0.48x "
@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 # -- settings ----------------------------------------------------------------------------
 
 
-# Recomputed by default where it was measured to pay: the DARTS space on the CPU, the SepConvs
-# (they hold most of a DARTS edge's internals and cost ~3% of the step to recompute).
-DEFAULT_RECOMPUTE = {("darts", "cpu"): ["sep_conv_3x3", "sep_conv_5x5"]}
+# Recomputed by default where it was measured to pay (bench/results): on the CPU, the DARTS
+# SepConvs (most of a DARTS edge's internals; peak RSS 0.59x -> 0.40x plain's at about the
+# same time) and NB201's 1x1 convolutions (peak 0.47x -> 0.41x for +6% time).
+DEFAULT_RECOMPUTE = {("darts", "cpu"): ["sep_conv_3x3", "sep_conv_5x5"], ("nb201", "cpu"): ["nor_conv_1x1"]}
 
 
 def default_recompute(space: str, device: torch.device) -> Union[bool, List[str]]:
