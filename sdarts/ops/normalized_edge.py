@@ -87,10 +87,9 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         # A branch with a recompute function is not kept: backward asks for its value again.
         ctx.recompute = recompute
         if recompute is not None:
-            first = branches[0]
+            first = branches[0]  # every operand has its strides and dtype (_common_layout)
             ctx.autocast = (first.device.type, *_autocast_state(first.device.type))
-            channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
-            ctx.branch_format = (torch.channels_last if channels_last else torch.contiguous_format, first.dtype)
+            ctx.branch_layout = (first.stride(), first.dtype)
         kept = [b if recompute is None or recompute[k] is None else None for k, b in enumerate(branches)]
         ctx.save_for_backward(coef, x if (has_skip or has_pool) else None, mean, invstd, *kept)
         ctx.mark_non_differentiable(mean, var)
@@ -137,10 +136,16 @@ def _recomputed_branches(ctx, saved: List[Optional[Tensor]]) -> List[Tensor]:
     is autograd's, recorded in the forward) under the forward's autocast state, in the layout
     and dtype the kernels got."""
     device_type, enabled, dtype = ctx.autocast
-    memory_format, branch_dtype = ctx.branch_format
+    stride, branch_dtype = ctx.branch_layout
+    out = []
     with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-        return [fn().contiguous(memory_format=memory_format).to(branch_dtype) if b is None else b
-                for fn, b in zip(ctx.recompute, saved)]
+        for fn, b in zip(ctx.recompute, saved):
+            if b is None:
+                b = fn()
+                if b.stride() != stride or b.dtype != branch_dtype:
+                    b = torch.empty_strided(b.shape, stride, dtype=branch_dtype, device=b.device).copy_(b)
+            out.append(b)
+    return out
 
 
 def mixed_normalized_edge(
