@@ -21,7 +21,7 @@ changes the supernets for it: the merged convolution must win here, on the targe
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,16 @@ from common import device_name, log, machine_info, markdown_table, resolve_devic
 SHAPES = {"nb201-s1": (64, 16, 32), "nb201-s2": (64, 32, 16), "nb201-s3": (64, 64, 8)}
 
 
+def _fwd_bwd(outputs: Callable[[], Sequence[torch.Tensor]]) -> Callable[[], None]:
+    """Forward ``outputs()`` and backward a gradient of ones through every output."""
+
+    def step():
+        outs = list(outputs())
+        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+    return step
+
+
 def separate_and_merged(case: str, x: torch.Tensor, edges: int) -> Dict[str, Callable[[], None]]:
     """fwd+bwd closures of the separate convolutions and of their merged form (same outputs)."""
     C = x.shape[1]
@@ -40,12 +50,10 @@ def separate_and_merged(case: str, x: torch.Tensor, edges: int) -> Dict[str, Cal
         weights = [[torch.randn(C, C, k, k, device=dev, dtype=dtype, requires_grad=True) for _ in range(edges)] for k in (1, 3)]
 
         def separate():
-            outs = [F.conv2d(x, w, padding=w.shape[-1] // 2) for ws in weights for w in ws]
-            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+            return [F.conv2d(x, w, padding=w.shape[-1] // 2) for ws in weights for w in ws]
 
         def merged():
-            outs = [o for ws in weights for o in F.conv2d(x, torch.cat(ws), padding=ws[0].shape[-1] // 2).split(C, 1)]
-            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+            return [o for ws in weights for o in F.conv2d(x, torch.cat(ws), padding=ws[0].shape[-1] // 2).split(C, 1)]
 
         def check():
             with torch.no_grad():
@@ -58,24 +66,19 @@ def separate_and_merged(case: str, x: torch.Tensor, edges: int) -> Dict[str, Cal
         w3 = torch.randn(C, C, 3, 3, device=dev, dtype=dtype, requires_grad=True)
 
         def separate():
-            outs = [F.conv2d(x, w1), F.conv2d(x, w3, padding=1)]
-            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
-
-        def both():
-            return F.conv2d(x, torch.cat([F.pad(w1, (1, 1, 1, 1)), w3]), padding=1).split(C, 1)
+            return [F.conv2d(x, w1), F.conv2d(x, w3, padding=1)]
 
         def merged():
-            outs = both()
-            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+            return F.conv2d(x, torch.cat([F.pad(w1, (1, 1, 1, 1)), w3]), padding=1).split(C, 1)
 
         def check():
             with torch.no_grad():
-                a, b = both()
+                a, b = merged()
                 torch.testing.assert_close(a, F.conv2d(x, w1), rtol=1e-4, atol=1e-4)
                 torch.testing.assert_close(b, F.conv2d(x, w3, padding=1), rtol=1e-4, atol=1e-4)
 
     check()
-    return {"separate": separate, "merged": merged}
+    return {"separate": _fwd_bwd(separate), "merged": _fwd_bwd(merged)}
 
 
 def cuda_graphed(fn: Callable[[], None]) -> Callable[[], None]:

@@ -338,8 +338,8 @@ def test_the_cli_flag_builds_a_capturable_adam_and_a_graphed_searcher(tmp_path, 
         "single-recompute-1x1"])
 def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels, recompute):
     """The real capture (CudaGraphs): every op of the step must be capturable (the whole-edge
-    recomputation and the 1x1 outputs redone in the edge's backward too), and replays must train as eager steps do (deterministic
-    kernels, so to rounding at most)."""
+    recomputation and the 1x1 outputs redone in the edge's backward too), and replays must
+    train as eager steps do (deterministic kernels, so to rounding at most)."""
     from sdarts.ops import normalized_edge
 
     saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
