@@ -66,12 +66,20 @@ class NB201Table:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"path={path!r}: no such NAS-Bench-201 table (a CSV with columns {', '.join(REQUIRED_COLUMNS)})")
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
-            if missing:
-                raise ValueError(f"{path}: the table lacks the column(s) {missing} (has {reader.fieldnames})")
-            rows = [_typed(row, path, line) for line, row in enumerate(reader, start=2)]
+            try:
+                fieldnames = reader.fieldnames or []
+                if any("\x00" in name for name in fieldnames):
+                    raise ValueError(f"{path}: {_NOT_TEXT}: its header holds NUL bytes")
+                missing = [c for c in REQUIRED_COLUMNS if c not in fieldnames]
+                if missing:
+                    raise ValueError(f"{path}: the table lacks the column(s) {missing} (has {_short(fieldnames)})")
+                rows = [_typed(row, path, line) for line, row in enumerate(reader, start=2)]
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}: {_NOT_TEXT}: it holds byte 0x{err.object[err.start]:02x}, which is not UTF-8 text") from None
+            except csv.Error as err:
+                raise ValueError(f"{path}, line {reader.line_num}: {_NOT_TEXT}: {err}") from None
         if not rows:
             raise ValueError(f"{path}: the table has a header but no rows")
         return cls(rows, source=path)
@@ -130,6 +138,14 @@ class NB201Table:
 
     def __iter__(self) -> Iterator[NB201Cell]:
         return iter(self._rows)
+
+
+_NOT_TEXT = f"not a text CSV table (one row per cell, with columns {', '.join(REQUIRED_COLUMNS)})"
+
+
+def _short(names: List[str], limit: int = 200) -> str:
+    text = repr(names)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _typed(row: Dict[str, str], path: str, line: int) -> Row:

@@ -71,7 +71,7 @@ def test_help_states_the_paper_defaults(capsys):
 def test_tiny_search_writes_the_run_directory(tmp_path, table, capsys):
     out = tmp_path / "run"
     assert run(out, "--epochs", "2", "--nb201-table", str(table)) == 0
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "genotype.json", "metrics.jsonl"]
+    assert sorted(os.listdir(out)) == [".lock", "checkpoint.pt", "config.json", "genotype.json", "metrics.jsonl"]
 
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["lr"] == 0.005 and config["args"]["optimizer_level"] == "single"

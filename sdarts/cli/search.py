@@ -28,9 +28,12 @@ from ..data.datasets import DATASET_NAMES
 from ..ops import backends
 from ..primitives import DARTS, NB201
 from ..search import distributed
-from ..search.checkpoint import CheckpointError
+from ..search.checkpoint import CheckpointError, first_nonfinite
+from ..search.decision import edge_decisions, verdict
 from ..search.loop import NonFiniteLoss, SearchData, Searcher
-from ..search.run_dir import RunDir
+from ..search.run_dir import RunDir, RunDirError
+from ..spaces.base import default_alpha_init
+from .args import finite_float, given_on_command_line
 from ..search.strategies import STRATEGIES, build_strategy
 from ..spaces import SPACES, build_supernet, get_space
 
@@ -82,14 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="NAS-Bench-201 accuracy table: each epoch's derived cell is looked up in it")
     where.add_argument("--split-file", default=None,
                        help="the benchmark's train/valid split (e.g. nb201/cifar-split.txt) instead of a seeded half split")
-    where.add_argument("--data-fraction", type=float, default=1.0, help="search on this fraction of the training set")
+    where.add_argument("--data-fraction", type=finite_float, default=1.0, help="search on this fraction of the training set")
 
     method = p.add_argument_group("method (defaults: the Single-DARTS paper)")
     method.add_argument("--optimizer-level", choices=list(STRATEGIES), default="single",
                         help="single: Single-DARTS; bilevel / bilevel-second: first / second-order DARTS (alpha on the "
                         "other half, then w); single-diff-batches / single-diff-subsets: the paper's Table 4 ablations")
     method.add_argument("--activation", choices=("sigmoid", "softmax"), default="sigmoid", help="p = activation(alpha)")
-    method.add_argument("--alpha-init", type=float, default=None,
+    method.add_argument("--alpha-init", type=finite_float, default=None,
                         help="initial alpha (by default -ln(K-1) for sigmoid, so every p starts at 1/K; 0 for softmax)")
     method.add_argument("--epochs", type=int, default=50, help="search epochs")
     method.add_argument("--batch-size", type=int, default=64,
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="batch of the per-epoch supernet evaluation on the other half (no autograd, running "
                         "BatchNorm statistics: figures independent of it up to rounding; large batches cut its "
                         "kernel launches)")
-    method.add_argument("--lr", type=float, default=None,
+    method.add_argument("--lr", type=finite_float, default=None,
                         help=f"w's SGD learning rate, cosine to 0 (default {NB201_LR}; {DARTS_IMAGENET_LR} for the DARTS space "
                         f"on {'/'.join(IMAGENET_SCALE)}); momentum {W_MOMENTUM}, weight decay {W_WEIGHT_DECAY}, gradient "
                         f"norm clipped at {W_GRAD_CLIP}.  alpha: Adam lr {ALPHA_LR}, betas {ALPHA_BETAS}, no weight decay")
@@ -199,29 +202,40 @@ def default_lr(space: str, dataset: str) -> float:
     return DARTS_IMAGENET_LR if space == "darts" and dataset in IMAGENET_SCALE else NB201_LR
 
 
-def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The resumed run's saved settings, with the few allowed overrides from the command line."""
+def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser, given: set) -> argparse.Namespace:
+    """The resumed run's saved settings, with the few allowed overrides from the command line
+    (``given``: the options written on it).  Any other option given must agree with the run."""
     run = RunDir(args.resume)
+    if args.out is not None and os.path.realpath(args.out) != os.path.realpath(args.resume):
+        raise UsageError(f"--out {args.out}: a resumed run stays in its own directory ({args.resume}); drop --out")
     if not run.checkpoint.is_file():
         raise UsageError(f"--resume {args.resume}: no checkpoint.pt there (nothing to resume)")
     try:
-        saved = run.read_config()["args"]
-    except (OSError, ValueError, KeyError) as err:
-        raise UsageError(f"--resume {args.resume}: cannot read its config.json ({err})") from None
+        config = run.read_config()
+        saved = config["args"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"--resume {args.resume}: cannot read its config.json ({type(err).__name__}: {err})") from None
+    if not isinstance(saved, dict) or "space" not in saved:
+        raise UsageError(f"--resume {args.resume}: not an sdarts-search run (its config.json has no search settings; "
+                         "a sdarts-train run resumes with sdarts-train --resume)")
     merged = argparse.Namespace(**{**vars(parser.parse_args([])), **saved})
-    for name, value in vars(args).items():
-        if name in ("resume", "out") or value == parser.get_default(name):
-            continue
+    for name in sorted(given - {"resume", "out"}):
+        value = getattr(args, name)
         if name in RESUMABLE_OVERRIDES:
             setattr(merged, name, value)
         elif value != saved.get(name):
-            raise UsageError(f"--{name.replace('_', '-')} {value} differs from the resumed run's {saved.get(name)}; "
-                             "a resumed run keeps its own settings")
+            raise UsageError(f"--{name.replace('_', '-')} {_flag_value(value)} differs from the resumed run's "
+                             f"{_flag_value(saved.get(name))}; a resumed run keeps its own settings "
+                             f"(only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_OVERRIDES)} may change)")
     if merged.recompute is None:  # saved before the default existed: it recomputed nothing
         merged.recompute = False
     merged.resume = args.resume
     merged.out = args.resume
     return merged
+
+
+def _flag_value(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _resolve_device(name: str, ctx: distributed.DistContext) -> torch.device:
@@ -338,18 +352,27 @@ def describe_run(args, command: List[str], device: torch.device, ctx: distribute
     }
 
 
-def summary_text(space, model, history: List[Dict[str, Any]], run_dir: str) -> str:
+def cell_decisions(space, model):
+    """Per edge: the strongest op, its lead over the runner-up, whether that decides it."""
+    init = model.alpha_init if model.alpha_init is not None else default_alpha_init(model.activation, len(space.primitives.names))
+    alphas = {name: getattr(model, name) for name in space.edges}
+    return edge_decisions(model.probabilities(), alphas, space.edges, space.primitives.names,
+                          skip_none=space.derive_skips_none, activation=model.activation, initial_alpha=float(init))
+
+
+def summary_text(space, history: List[Dict[str, Any]], decisions, run_dir: str) -> str:
     last = history[-1]
-    names = list(space.primitives.names)
     lines = [f"\nsearch finished: {last['epoch']} epochs, {last['elapsed_s'] / 60:.1f} min, run dir {run_dir}",
-             f"derived cell: {last['genotype']}", f"{'alpha':<14}{'edge':<7}{'strongest op':<15}p"]
-    for name, p in model.probabilities().items():
-        if space.derive_skips_none and "none" in names:
-            p = p.clone()
-            p[:, names.index("none")] = -1.0
-        for edge, row in zip(space.edges[name], p):
-            k = int(row.argmax())
-            lines.append(f"{name:<14}{edge:<7}{names[k]:<15}{float(row[k]):.4f}")
+             f"derived cell: {last['genotype']}",
+             f"{'alpha':<14}{'edge':<7}{'strongest op':<15}{'p':<8}{'lead':<8}{'runner-up':<15}"]
+    for d in decisions:
+        note = "" if d.decided else ("  undecided (none keeps its initial p)" if d.none_by_default else "  undecided")
+        lead = f"{d.margin:.4f}" if d.margin >= 1e-3 else f"{d.margin:.0e}"  # 0.0000 would hide how small
+        lines.append(f"{d.alpha:<14}{d.edge:<7}{d.op:<15}{d.p:<8.4f}{lead:<8}{d.runner_up:<15}{note}")
+    lines.append(verdict(decisions))
+    warned = [r for r in history if r.get("warning")]
+    if warned:
+        lines.append(f"warning: epoch {warned[-1]['epoch']}: {warned[-1]['warning']}")
     bench = last.get("benchmark")
     if bench:
         lines.append("NAS-Bench-201 (200 epochs): " + "  ".join(f"{k} {v:.2f}" for k, v in bench.items() if k != "index"))
@@ -362,12 +385,14 @@ def summary_text(space, model, history: List[Dict[str, Any]], run_dir: str) -> s
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(argv)
     ctx = distributed.DistContext()
+    run: Optional[RunDir] = None
     try:
         try:
             if args.resume is not None:
-                args = _merge_resume(args, parser)
+                args = _merge_resume(args, parser, given_on_command_line(parser, argv))
             _check_args(args)
             wants_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
             ctx = distributed.init_from_env("cuda" if wants_cuda else "cpu")
@@ -377,8 +402,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.recompute is None:
                 args.recompute = default_recompute(args.space, device)
             _check_cuda_graph(args, device, ctx)
-            return _search(args, [PROG, *(argv if argv is not None else sys.argv[1:])], device, ctx)
-        except (UsageError, CheckpointError, FileNotFoundError, NotADirectoryError) as err:
+            run = _claim_run_dir(args, ctx)
+            return _search(args, [PROG, *argv], device, ctx, run)
+        except (UsageError, CheckpointError, RunDirError, FileNotFoundError, NotADirectoryError) as err:
             if ctx.is_main:
                 print(f"{PROG}: error: {err}", file=sys.stderr)
             return 2
@@ -387,18 +413,58 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"\n{PROG}: interrupted; continue with: {PROG} --resume {args.out}", file=sys.stderr)
             return 130
     finally:
+        if run is not None:
+            run.release()
         distributed.shutdown(ctx)
 
 
-def _search(args, command: List[str], device: torch.device, ctx: distributed.DistContext) -> int:
+def _claim_run_dir(args, ctx: distributed.DistContext) -> RunDir:
+    """Own the run directory before anything slow: one writer per directory (rank 0 writes)."""
+    run = RunDir(args.out)
+    if ctx.is_main:
+        run.acquire()
+        removed = run.remove_stale_temp_files()
+        if removed:
+            print(f"{PROG}: removed {len(removed)} temporary file(s) of a killed write from {args.out}", file=sys.stderr)
+    if args.resume is None and run.checkpoint.exists():
+        raise UsageError(f"--out {args.out} already holds a run (continue it with --resume {args.out})")
+    return run
+
+
+def _read_resume_state(run: RunDir) -> Dict[str, Any]:
+    state = run.load_checkpoint()
+    bad = first_nonfinite({k: state.get(k) for k in ("model", "w_optimizer", "alpha_optimizer")})
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {run.checkpoint} holds a non-finite value in {bad}: resuming would fail again "
+                              "(it predates sdarts' finite-state check); start a new run")
+    return state
+
+
+def _check_cheap_inputs(args) -> None:
+    """Files read before the (slow) dataset, so that a bad one fails in a second."""
+    if args.split_file is not None:
+        from ..data.splits import load_split_file
+
+        try:
+            load_split_file(args.split_file)
+        except (ValueError, OSError) as err:
+            raise UsageError(f"--split-file: {err}") from None
+
+
+def _search(args, command: List[str], device: torch.device, ctx: distributed.DistContext, run: RunDir) -> int:
     space = get_space(args.space)
     if args.lr is None:
         args.lr = default_lr(args.space, args.dataset)
     try:
         backend = backends.resolve(args.backend, device, torch.float32)
-        lookup = build_lookup(args.nb201_table)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    try:
+        lookup = build_lookup(args.nb201_table)
+    except (ValueError, OSError) as err:
+        raise UsageError(f"--nb201-table: {err}") from None
+    _check_cheap_inputs(args)
+    state = _read_resume_state(run) if args.resume is not None else None
     seed_everything(args.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolutions once, as DARTS does
@@ -420,12 +486,10 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
     strategy = build_strategy(args.optimizer_level, w_optimizer, alpha_optimizer, grad_clip=W_GRAD_CLIP,
                               autocast_dtype=amp_dtype, grad_sync=distributed.average_grads if ctx.enabled else None)
 
-    run = RunDir(args.out)
     searcher = Searcher(model, strategy, scheduler, data, space, epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch,
                         log_every=args.log_every, lookup=lookup if ctx.is_main else None, dist_ctx=ctx, run_dir=run,
                         autocast_dtype=amp_dtype, cuda_graph=args.cuda_graph)
-    if args.resume is not None:
-        state = run.load_checkpoint()
+    if state is not None:
         try:
             searcher.load_state_dict(state)
         except (KeyError, ValueError, RuntimeError) as err:
@@ -433,13 +497,9 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
         if ctx.is_main:
             run.rewrite_metrics(searcher.history)
             print(f"{PROG}: resuming {args.out} after epoch {searcher.start_epoch} of {args.epochs}", file=sys.stderr)
-    else:
-        if run.checkpoint.exists():
-            raise UsageError(f"--out {args.out} already holds a run (continue it with --resume {args.out})")
-        if ctx.is_main:
-            run.create()
-            run.write_config(describe_run(args, command, device, ctx, backend, space))
-            run.rewrite_metrics([])
+    elif ctx.is_main:
+        run.write_config(describe_run(args, command, device, ctx, backend, space))
+        run.rewrite_metrics([])
 
     if lookup is None and args.space == "nb201" and ctx.is_main and args.resume is None:
         hint = table_hint()
@@ -455,11 +515,14 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
     if ctx.is_main:
         genotype = model.genotype()
         last = history[-1]
+        decisions = cell_decisions(space, model)
         run.write_genotype({
             "space": args.space, "genotype": space.genotype_json(genotype), "genotype_str": space.genotype_str(genotype),
             "epochs": last["epoch"], "p": last["p"], "benchmark": last.get("benchmark"),
+            "decided": all(d.decided for d in decisions), "verdict": verdict(decisions),
+            "edges": [d.to_json() for d in decisions],
         })
-        print(summary_text(space, model, history, args.out))
+        print(summary_text(space, history, decisions, args.out))
     return 0
 
 

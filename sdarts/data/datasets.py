@@ -21,6 +21,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import sys
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
@@ -163,39 +166,141 @@ def default_cache_dir() -> str:
     return os.environ.get("SDARTS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sdarts")
 
 
+JPEG_COPY_FORMAT = "an npz with arrays jpeg, offsets, labels"
+CIFAR_SHAPE = (3, 32, 32)  # one decoded image, as cached: uint8 CHW
+
+
 def _jpeg_split(npz_path: str, cache_dir: Optional[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Decode one JPEG-copy split to uint8 NCHW, reusing a cache keyed by the file's size and mtime."""
+    """Decode one JPEG-copy split to uint8 NCHW, reusing a cache keyed by the file's size and mtime.
+
+    A file that is not the JPEG copy raises a one-line ValueError naming it; a cache file that
+    cannot be loaded or does not match the split (count, shape, dtype) is rebuilt, with a warning.
+    """
     stat = os.stat(npz_path)
     split = os.path.splitext(os.path.basename(npz_path))[0]
     cache = os.path.join(cache_dir or default_cache_dir(), "cifar10-jpeg", f"{split}-{stat.st_size}-{stat.st_mtime_ns}.npy")
-    with np.load(npz_path) as archive:
-        labels = torch.from_numpy(archive["labels"].astype(np.int64))
-        if os.path.isfile(cache):
-            images = np.load(cache)
-        else:
-            images = decode_jpegs(archive["jpeg"], archive["offsets"])
-            _save_quietly(cache, images)
-    if len(images) != len(labels):
-        raise ValueError(f"{npz_path}: {len(images)} images but {len(labels)} labels (stale cache {cache}?)")
-    return torch.from_numpy(images), labels
+    with open(npz_path, "rb") as f:
+        head = f.read(6)
+        if not head.startswith(b"PK"):
+            what = "an empty file" if not head else "a single .npy array" if head == b"\x93NUMPY" else f"starts with {head!r}"
+            raise _not_jpeg_copy(npz_path, f"not an npz (zip) archive: {what}")
+        f.seek(0)
+        try:
+            with np.load(f) as archive:
+                missing = [k for k in ("jpeg", "offsets", "labels") if k not in archive.files]
+                if missing:
+                    raise _not_jpeg_copy(npz_path, f"lacks {', '.join(missing)} (has {', '.join(archive.files) or 'no arrays'})")
+                labels, offsets = archive["labels"], archive["offsets"]
+                _check_jpeg_index(npz_path, labels, offsets)
+                images, reason = _load_cache(cache, len(labels)) if os.path.isfile(cache) else (None, None)
+                if images is None:
+                    images = _decode_split(npz_path, archive["jpeg"], offsets)
+                    saved = _save_quietly(cache, images)
+                    if reason is not None:
+                        done = "rebuilt it" if saved else "decoded again but could not rewrite it"
+                        print(f"sdarts: warning: decode cache {cache} was unreadable ({reason}); {done}", file=sys.stderr)
+        except NotJpegCopyError:
+            raise
+        except zipfile.BadZipFile as err:
+            raise _not_jpeg_copy(npz_path, f"a damaged or truncated zip archive ({_one_line(err)})") from None
+        except _CORRUPT_NPZ as err:
+            raise _not_jpeg_copy(npz_path, _one_line(err)) from None
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+
+# What np.load and reading an npz member raise on a damaged file (a zip that is truncated, a
+# member that is not a valid .npy array, a pickled array, a failed decompression).
+_CORRUPT_NPZ = (zipfile.BadZipFile, zlib.error, ValueError, EOFError, KeyError, OSError, NotImplementedError)
+
+
+class NotJpegCopyError(ValueError):
+    """A ``train.npz``/``test.npz`` that is not the CIFAR-10 JPEG copy (the message names the file)."""
+
+
+def _not_jpeg_copy(path: str, reason: str) -> NotJpegCopyError:
+    return NotJpegCopyError(f"{path}: not the CIFAR-10 JPEG copy ({JPEG_COPY_FORMAT}): {reason}")
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split()).strip("'\"") or "no details"
+    text = f"{type(err).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_jpeg_index(path: str, labels: np.ndarray, offsets: np.ndarray) -> None:
+    """The labels and offsets arrays agree with each other (the jpeg bytes are checked when decoded)."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise _not_jpeg_copy(path, f"labels must be 1-D integers, got {labels.dtype} {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise _not_jpeg_copy(path, f"labels must be 0..9, got {labels.min()}..{labels.max()}")
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) != len(labels) + 1:
+        raise _not_jpeg_copy(path, f"offsets must be {len(labels) + 1} integers (one more than labels), got {offsets.dtype} {offsets.shape}")
+    if len(offsets) and (offsets[0] < 0 or (np.diff(offsets) <= 0).any()):
+        raise _not_jpeg_copy(path, "offsets must increase from >= 0")
+
+
+def _load_cache(cache: str, count: int) -> Tuple[Optional[np.ndarray], Optional[str]]:
+    """(the cached images, None), or (None, why it is unusable) after deleting a bad cache file."""
+    expected = (count,) + CIFAR_SHAPE
+    try:
+        images = np.load(cache)
+    except (ValueError, EOFError, OSError) as err:  # truncated, not an .npy file, pickled
+        reason = _one_line(err)
+    else:
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape == expected:
+            return images, None
+        found = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        reason = f"holds {found}, expected uint8 {expected}"
+    try:
+        os.remove(cache)
+    except OSError:
+        pass
+    return None, reason
+
+
+def _decode_split(path: str, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    if data.ndim != 1 or data.dtype != np.uint8:
+        raise _not_jpeg_copy(path, f"jpeg must be 1-D uint8 bytes, got {data.dtype} {data.shape}")
+    if len(offsets) and offsets[-1] > len(data):
+        raise _not_jpeg_copy(path, f"offsets run to byte {offsets[-1]} but jpeg has {len(data)} bytes")
+    try:
+        images = decode_jpegs(data, offsets)
+    except ValueError as err:  # an image that does not decode, or images of different sizes
+        raise _not_jpeg_copy(path, str(err)) from None
+    if images.shape[1:] != CIFAR_SHAPE:
+        raise _not_jpeg_copy(path, f"the images decode to {images.shape[1:]}, not {CIFAR_SHAPE}")
+    return images
 
 
 def decode_jpegs(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Concatenated JPEG files (image i = data[offsets[i]:offsets[i+1]]) to uint8 (N, 3, H, W)."""
-    from PIL import Image
+    """Concatenated JPEG files (image i = data[offsets[i]:offsets[i+1]]) to uint8 (N, 3, H, W).
+
+    Raises a one-line ValueError for an image that does not decode or images of different sizes.
+    """
+    from PIL import Image, UnidentifiedImageError
 
     def decode(i: int) -> np.ndarray:
-        with Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())) as image:
-            return np.asarray(image.convert("RGB"))
+        try:
+            with Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())) as image:
+                return np.asarray(image.convert("RGB"))
+        except UnidentifiedImageError:
+            raise ValueError(f"image {i} (bytes {offsets[i]}..{offsets[i + 1]}) is not an image file") from None
+        except (OSError, ValueError, SyntaxError) as err:  # PIL: truncated / broken image
+            raise ValueError(f"image {i} (bytes {offsets[i]}..{offsets[i + 1]}) does not decode ({_one_line(err)})") from None
 
     # PIL releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        nhwc = np.stack(list(pool.map(decode, range(len(offsets) - 1), chunksize=512)))
+        decoded = list(pool.map(decode, range(len(offsets) - 1), chunksize=512))
+    shapes = {image.shape for image in decoded}
+    if len(shapes) > 1:
+        first = next(i for i, image in enumerate(decoded) if image.shape != decoded[0].shape)
+        raise ValueError(f"image {first} is {decoded[first].shape[:2]} but image 0 is {decoded[0].shape[:2]} (sizes differ)")
+    nhwc = np.stack(decoded) if decoded else np.zeros((0, 32, 32, 3), np.uint8)
     return np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
 
 
-def _save_quietly(path: str, array: np.ndarray) -> None:
-    """Write a cache file atomically; an unwritable cache only costs a re-decode next time."""
+def _save_quietly(path: str, array: np.ndarray) -> bool:
+    """Write a cache file atomically (True when written); an unwritable cache only costs a re-decode next time."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -203,7 +308,12 @@ def _save_quietly(path: str, array: np.ndarray) -> None:
             np.save(f, array)
         os.replace(tmp, path)
     except OSError:
-        pass
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- ImageNet16-120
@@ -225,13 +335,45 @@ def _imagenet16_files(paths: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]
     """The benchmark's pickles: 'data' (N, 3*16*16, channel-major) and 1-based 'labels'; keep classes <= 120."""
     images, labels = [], []
     for path in paths:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")  # the benchmark's own format; trusted input
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 16, 16))
-        labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        data, targets = _imagenet16_file(path)
+        images.append(data)
+        labels.append(targets)
     x, y = np.concatenate(images), np.concatenate(labels)
     keep = y <= IMAGENET16_CLASSES
     return torch.from_numpy(np.ascontiguousarray(x[keep])), torch.from_numpy(y[keep] - 1)
+
+
+IMAGENET16_FORMAT = "a pickled dict with 'data' (N, 768) uint8 and 'labels' (N,) 1-based"
+
+
+def _imagenet16_file(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """One pickle as (uint8 (N, 3, 16, 16), int64 (N,) labels); a bad file raises a one-line ValueError naming it."""
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"{path}: not an ImageNet16-120 file ({IMAGENET16_FORMAT}): {reason}")
+
+    with open(path, "rb") as f:
+        try:
+            entry = pickle.load(f, encoding="latin1")  # the benchmark's own format; trusted input
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError) as err:
+            raise bad(_one_line(err)) from None  # truncated (EOFError, "truncated"), not a pickle ("invalid load key")
+    if not isinstance(entry, dict):
+        raise bad(f"it holds a {type(entry).__name__}, not a dict")
+    missing = [k for k in ("data", "labels") if k not in entry]
+    if missing:
+        raise bad(f"lacks {', '.join(repr(k) for k in missing)} (has {', '.join(repr(k) for k in entry)})")
+    try:
+        data = np.asarray(entry["data"])
+        labels = np.asarray(entry["labels"], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise bad(_one_line(err)) from None
+    if data.ndim != 2 or data.shape[1] != 3 * 16 * 16 or data.dtype.kind not in "iu":
+        raise bad(f"'data' is {data.dtype} {data.shape}, expected uint8 (N, {3 * 16 * 16})")
+    if labels.shape != (len(data),):
+        raise bad(f"'labels' has shape {labels.shape} for {len(data)} images")
+    if len(labels) and labels.min() < 1:
+        raise bad(f"'labels' must be 1-based class numbers, found {labels.min()}")
+    return data.astype(np.uint8, copy=False).reshape(-1, 3, 16, 16), labels
 
 
 # ----------------------------------------------------------------------------- ImageFolder

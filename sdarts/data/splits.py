@@ -21,9 +21,14 @@ def load_split_file(path: str) -> Dict[str, torch.Tensor]:
     """Every index list of a benchmark split file, as int64 tensors keyed by name."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split_file={path!r} does not exist")
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
         try:
             content = json.load(f)
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"split_file={path!r}: not a text split file (the benchmark's JSON-like index lists): "
+                f"it holds byte 0x{err.object[err.start]:02x}, which is not UTF-8 text"
+            ) from None
         except json.JSONDecodeError as err:
             raise ValueError(f"split_file={path!r} is not the benchmark's JSON-like split format: {err}") from None
     if not isinstance(content, dict):
@@ -32,8 +37,20 @@ def load_split_file(path: str) -> Dict[str, torch.Tensor]:
     for name, value in content.items():
         if not (isinstance(value, list) and len(value) == 2 and value[0] == "int" and isinstance(value[1], list)):
             raise ValueError(f"split_file={path!r}: entry {name!r} must be [\"int\", [indices...]]")
-        splits[name] = torch.tensor([int(i) for i in value[1]], dtype=torch.int64)
+        try:
+            splits[name] = torch.tensor([int(i) for i in value[1]], dtype=torch.int64)
+        except (TypeError, ValueError, OverflowError, RuntimeError):
+            bad = next((i for i in value[1] if not _is_index(i)), value[1])
+            raise ValueError(f"split_file={path!r}: entry {name!r} holds {bad!r}, not an integer index") from None
     return splits
+
+
+def _is_index(value) -> bool:
+    try:
+        torch.tensor([int(value)], dtype=torch.int64)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        return False
+    return True
 
 
 def search_split(

@@ -8,12 +8,14 @@ bit-for-bit where an uninterrupted one would (on the CPU).
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
 import tempfile
 import zipfile
-from typing import Any, Dict
+from collections import defaultdict
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,20 +25,67 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or cannot be read."""
 
 
+def _float_leaves(obj: Any, name: str) -> Iterator[Tuple[str, Any]]:
+    """Every floating tensor or float inside nested dicts / lists / tuples, with its path."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            yield name, obj
+    elif isinstance(obj, float):
+        yield name, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _float_leaves(value, f"{name}.{key}" if name else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _float_leaves(value, f"{name}[{i}]")
+
+
+def first_nonfinite(state: Any) -> Optional[str]:
+    """The path (e.g. ``model.cells.3.bn.running_var``) of the first NaN/inf value in ``state``,
+    or None when every float in it is finite.  One host synchronisation per device."""
+    tensors: Dict[torch.device, List[Tuple[str, torch.Tensor]]] = defaultdict(list)
+    for name, value in _float_leaves(state, ""):
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return name
+        else:
+            tensors[value.device].append((name, value))
+    for entries in tensors.values():
+        flags = torch.stack([torch.isfinite(t).all() for _, t in entries]).cpu()
+        if not bool(flags.all()):
+            return entries[int((~flags).nonzero()[0])][0]
+    return None
+
+
 def save_checkpoint(state: Dict[str, Any], path: os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same directory + rename)."""
+    """Write ``state`` to ``path`` atomically (temp file in the same directory + rename).
+
+    A failed write (a full disk, say) raises CheckpointError and leaves the previous
+    checkpoint at ``path`` untouched."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path} ({err.strerror or err}){_previous(path)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        # torch reports a full disk as a RuntimeError from its zip writer; say what happened.
+        os.unlink(tmp)
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise CheckpointError(f"cannot write checkpoint {path} ({reason}){_previous(path)}") from None
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _previous(path: str) -> str:
+    return "; the previous checkpoint there is intact" if os.path.isfile(path) else ""
 
 
 def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:

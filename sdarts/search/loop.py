@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -21,22 +22,39 @@ from tqdm import tqdm
 from ..spaces import SearchSpace
 from ..spaces.base import Supernet
 from . import distributed
-from .checkpoint import capture_rng_state, restore_rng_state
+from .checkpoint import capture_rng_state, first_nonfinite, restore_rng_state
 from .graphed_step import GraphedStep
 from .metrics import EpochMeter, finite_or_none
 from .run_dir import RunDir
 from .strategies import Batch, SearchStrategy, StepOutput, full_precision
 
 CHECKPOINT_FORMAT = 1
+# A cross-entropy loss this large, or a weight tensor this large in norm, means the search
+# diverges (a sane one stays within a few times ln(classes) and weights of norm < 1e3).
+DIVERGING_LOSS = 1e3
+DIVERGING_WEIGHT_NORM = 1e6
 
 
 class NonFiniteLoss(RuntimeError):
-    """Training produced a NaN/inf loss (``step`` known) or non-finite parameters."""
+    """Training produced a NaN/inf loss (``step`` known) or a non-finite value in the state
+    (``where``: weights, alpha, BatchNorm statistics or optimizer state) at an epoch's end."""
 
-    def __init__(self, epoch: int, step: Optional[int]):
-        self.epoch, self.step = epoch, step
-        where = f"at epoch {epoch}, step {step}" if step is not None else f"in the parameters at the end of epoch {epoch}"
-        super().__init__(f"non-finite loss {where}")
+    def __init__(self, epoch: int, step: Optional[int], where: Optional[str] = None):
+        self.epoch, self.step, self.where = epoch, step, where
+        if step is not None:
+            message = f"non-finite loss at epoch {epoch}, step {step}"
+        else:
+            message = f"non-finite value at the end of epoch {epoch} in {where}"
+        super().__init__(message)
+
+
+def divergence(train_loss: Optional[float], weight_norm: float) -> Optional[str]:
+    """Why a finite epoch looks like divergence (None if it does not)."""
+    if train_loss is not None and train_loss > DIVERGING_LOSS:
+        return f"train loss {train_loss:.3g} > {DIVERGING_LOSS:g}"
+    if weight_norm > DIVERGING_WEIGHT_NORM:
+        return f"a weight tensor of norm {weight_norm:.3g} > {DIVERGING_WEIGHT_NORM:g}"
+    return None
 
 
 @dataclass
@@ -167,13 +185,31 @@ class Searcher:
             elapsed += seconds
             record = self.epoch_record(epoch, lr, train, valid, seconds, elapsed)
             self.history.append(record)
+            state = self.state_dict()
+            # Only a finite state is a good checkpoint (inf BatchNorm statistics can follow a
+            # finite loss): stop before writing one that would fail again on resume.
+            bad = first_nonfinite({k: state[k] for k in ("model", "w_optimizer", "alpha_optimizer")})
+            if bad is not None:
+                self.history.pop()
+                raise NonFiniteLoss(epoch + 1, None, bad)
+            self._warn_if_diverging(record)
             if self.run_dir is not None:
                 # Checkpoint first: a run killed in between rewrites metrics from it on resume.
-                self.run_dir.save_checkpoint(self.state_dict())
+                self.run_dir.save_checkpoint(state)
                 self.run_dir.append_metrics(record)
             if self.progress:
                 tqdm.write(self.describe_epoch(record))
         return self.history
+
+    def _warn_if_diverging(self, record: Dict[str, Any]) -> None:
+        norms = torch._foreach_norm([p.detach() for p in self.model.weight_parameters()])
+        reason = divergence(record["train_loss"], float(torch.stack(norms).max()))
+        if reason is None:
+            return
+        record["warning"] = f"diverging: {reason}"
+        if self.dist.is_main:
+            print(f"sdarts: warning: epoch {record['epoch']}: the search is diverging ({reason}); "
+                  "lower --lr or stop it", file=sys.stderr)
 
     def _batches(self, epoch: int):
         for loader in (self.data.train, self.data.alpha):
@@ -212,8 +248,6 @@ class Searcher:
                         figures = meter.running_figures()
                         bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{100 * figures['acc']:.1f}%", refresh=False)
                     bar.update((step + 1) - bar.n)
-        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
-            raise NonFiniteLoss(epoch + 1, None)
         return meter.summary()
 
     @torch.inference_mode()
