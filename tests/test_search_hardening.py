@@ -272,3 +272,20 @@ def test_a_binary_split_file_or_table_names_flag_and_file(tmp_path, capsys, monk
     assert run(tmp_path / "run", flag, str(binary)) == 2
     line = error_line(capsys)
     assert line.startswith(f"sdarts-search: error: {flag}: ") and str(binary) in line and expected in line
+
+
+def test_a_full_disk_while_writing_a_run_file_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from sdarts.search import run_dir as run_dir_module
+
+    with RunDir(tmp_path / "run") as run:
+        run.write_config({"a": 1})
+
+        def no_space(*a):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(run_dir_module.os, "replace", no_space)
+        with pytest.raises(run_dir_module.RunDirError, match=r"config.json \(No space left on device\); its previous version is intact"):
+            run.write_config({"a": 2})
+        assert json.loads(run.config.read_text()) == {"a": 1} and not list(run.path.glob(".*.tmp"))

@@ -28,11 +28,17 @@ from .metrics import read_metrics
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise RunDirError(f"cannot write {path} ({_reason(err)})") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk: the previous version of the file stays
+        os.unlink(tmp)
+        raise RunDirError(f"cannot write {path} ({_reason(err)}); its previous version is intact") from None
     except BaseException:
         os.unlink(tmp)
         raise
@@ -130,8 +136,12 @@ class RunDir:
             return json.load(f)
 
     def append_metrics(self, record: Dict[str, Any]) -> None:
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # the checkpoint holds the record: --resume rewrites the file from it
+            raise RunDirError(f"cannot write {self.metrics} ({_reason(err)}); the checkpoint holds this epoch, "
+                              "--resume rewrites the file") from None
 
     def rewrite_metrics(self, records: Iterable[Dict[str, Any]]) -> None:
         """Replace metrics.jsonl by ``records`` (on resume: exactly the checkpoint's epochs)."""
