@@ -29,7 +29,8 @@ parameters), which is what the engine is tested and benchmarked against.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence, Union
+import numbers
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -37,11 +38,45 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .ops import mixed_edge
+from .ops.backends import BACKENDS
 from .ops.channel_stats import channel_moments
 from .ops.normalized_edge import mixed_normalized_edge
-from .primitives import DARTS, NB201Pool, PrimitiveSet, BNEnding, Zero
+from .primitives import DARTS, NB201Pool, PrimitiveSet, BNEnding, Zero, resolve_primitives
 
 ZERO, SKIP, POOL, BN_BRANCH, BRANCH = "zero", "skip", "pool", "bn_branch", "branch"
+
+
+def _check_int(name: str, value, allowed: Optional[Tuple[int, ...]] = None) -> int:
+    """``value`` as an int that is positive (or in ``allowed``); a bool or 2.0 is not one here."""
+    what = " or ".join(map(str, allowed)) if allowed else "positive"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int ({what}), got {type(value).__name__} {value!r}")
+    ok = value in allowed if allowed else value >= 1
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {value}")
+    return int(value)
+
+
+def _check_backend(backend) -> str:
+    # Checked here so that a typo fails at construction, not at the first forward.
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _recomputed_names(recompute, candidates: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The candidates ``recompute`` names: all or none (a bool), one (a str, not its letters) or a list."""
+    if isinstance(recompute, bool):
+        return candidates if recompute else ()
+    if isinstance(recompute, str):
+        recompute = (recompute,)
+    if not isinstance(recompute, Iterable) or not all(isinstance(n, str) for n in recompute):
+        raise TypeError(f"recompute must be a bool, a candidate name or a list of names, got {recompute!r}")
+    names = tuple(recompute)
+    unknown = sorted(set(names) - set(candidates))
+    if unknown:
+        raise ValueError(f"recompute names {unknown}, which are not candidates of this edge {list(candidates)}")
+    return names
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d, c: torch.Tensor):
@@ -95,12 +130,13 @@ class MixedOp(nn.Module):
         C: channels (input and output).
         stride: 1, or 2 for reduction edges.
         primitives: a :class:`~sdarts.primitives.PrimitiveSet` (``sdarts.primitives.DARTS``,
-            the default, or ``sdarts.primitives.NB201``) or a list of candidate names
-            (interpreted with the DARTS conventions).
+            the default, or ``sdarts.primitives.NB201``), its name (``"darts"``, ``"nb201"``)
+            or a list of candidate names (in that order, with the conventions of the known set
+            that has them all, DARTS first; see :func:`~sdarts.primitives.resolve_primitives`).
         backend: mixed-sum backend (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
         fused: ``False`` computes the plain ``sum(w * op(x))`` of the original code.
         recompute: ``True``: recompute the whole edge in backward (it keeps only x and
-            relu(x)); or the names of the candidates to recompute (their internals and
+            relu(x)); or the name(s) of the candidates to recompute (their internals and
             outputs; e.g. NB201's ``nor_conv_1x1`` or the DARTS SepConvs).
     """
 
@@ -108,29 +144,28 @@ class MixedOp(nn.Module):
         self,
         C: int,
         stride: int,
-        primitives: Union[PrimitiveSet, Sequence[str]] = DARTS,
+        primitives: Union[PrimitiveSet, str, Sequence[str]] = DARTS,
         *,
         C_out: Optional[int] = None,
         backend: str = "auto",
         fused: bool = True,
-        recompute: Union[bool, Sequence[str]] = False,
+        recompute: Union[bool, str, Sequence[str]] = False,
     ):
         super().__init__()
-        if not isinstance(primitives, PrimitiveSet):
-            primitives = DARTS.with_names(list(primitives))
-        if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {stride}")
-        C_out = C if C_out is None else C_out
+        # Bad arguments fail here, in one line, not deep inside the first forward.
+        primitives = resolve_primitives(primitives)
+        C = _check_int("C", C)
+        stride = _check_int("stride", stride, (1, 2))
+        C_out = C if C_out is None else _check_int("C_out", C_out)
+        if not isinstance(fused, bool):
+            raise TypeError(f"fused must be a bool, got {fused!r}")
+        self.C, self.C_out = C, C_out
         self.primitives = primitives
-        self.backend = backend
+        self.backend = _check_backend(backend)
         self.fused = fused
-        self.recompute = recompute
-        if isinstance(recompute, bool):
-            recompute = primitives.names if recompute else ()
-        unknown = sorted(set(recompute) - set(primitives.names))
-        if unknown:
-            raise ValueError(f"recompute names candidates {unknown} that are not among {list(primitives.names)}")
-        self._recomputed = tuple(name in recompute for name in primitives.names)
+        recomputed = _recomputed_names(recompute, primitives.names)
+        self.recompute = recompute if isinstance(recompute, bool) else recomputed
+        self._recomputed = tuple(name in recomputed for name in primitives.names)
         self._ops = nn.ModuleList(primitives.build_search_op(name, C, C_out, stride) for name in primitives.names)
         self.kinds = [self._kind(op) for op in self._ops]
         # Every normalized candidate recomputed: the one-node edge keeps not even their pre-BN
@@ -177,8 +212,7 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``relu_x``: F.relu(x) if the caller already has it (shared by the edges leaving x)."""
-        if weights.dim() != 1 or weights.shape[0] != len(self._ops):
-            raise ValueError(f"weights must be 1-D with {len(self._ops)} entries (one per candidate), got shape {tuple(weights.shape)}")
+        self._check_inputs(x, weights, relu_x)
         if weights.requires_grad and torch.is_grad_enabled():
             # One hook at a time: a leaf `weights` passed every step would otherwise collect one
             # more hook per forward (and run them all in every backward).
@@ -229,6 +263,28 @@ class MixedOp(nn.Module):
             has_pool=self.has_pool,
             backend=self.backend,
         )
+
+    def _check_inputs(self, x, weights, relu_x) -> None:
+        # Shape comparisons only: no device sync, and torch.compile / CUDA-graph capture trace them.
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"MixedOp: x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"MixedOp(C={self.C}) expects x of shape (N, {self.C}, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.C:
+            raise ValueError(f"MixedOp(C={self.C}) got input with {x.shape[1]} channels; x must be (N, {self.C}, H, W)")
+        K = len(self._ops)
+        if not isinstance(weights, torch.Tensor):
+            raise TypeError(f"MixedOp: weights must be a torch.Tensor of {K} mixing weights, got {type(weights).__name__}")
+        if not weights.is_floating_point():
+            raise TypeError(f"MixedOp: weights must be a floating-point tensor, got dtype {weights.dtype}")
+        if weights.dim() != 1 or weights.shape[0] != K:
+            raise ValueError(f"weights must be 1-D with {K} entries (one per candidate), got shape {tuple(weights.shape)}")
+        if relu_x is None:
+            return
+        if not isinstance(relu_x, torch.Tensor):
+            raise TypeError(f"MixedOp: relu_x must be None or the tensor F.relu(x), got {type(relu_x).__name__}")
+        if relu_x.shape != x.shape:
+            raise ValueError(f"MixedOp: relu_x must be F.relu(x), of x's shape {tuple(x.shape)}, got shape {tuple(relu_x.shape)}")
 
     def _forward_one_node(self, x, weights, relu_x):
         coef = weights[self.coef_index]

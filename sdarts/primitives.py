@@ -9,7 +9,7 @@ shared ``relu_x`` (one ReLU per edge instead of one per candidate: same values, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -196,6 +196,10 @@ class PrimitiveSet:
         unknown = [n for n in names if n not in self.builders]
         if unknown:
             raise ValueError(f"unknown {self.name} primitives {unknown}; known: {sorted(self.builders)}")
+        # A repeated skip or pool would get no weight of its own (MixedOp weighs the first).
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        if repeated:
+            raise ValueError(f"primitives names {repeated} more than once; each candidate appears once per edge")
         return PrimitiveSet(self.name, tuple(names), self.builders, self.pool_bn, self.track_running_stats)
 
     def build_search_op(self, name: str, C_in: int, C_out: int, stride: int) -> nn.Module:
@@ -227,3 +231,42 @@ DARTS = PrimitiveSet(
 
 # The original DARTS code's global, for drop-in use.
 PRIMITIVES = list(DARTS.names)
+
+# The sets a list of names is resolved against, by their attribute name here.  DARTS first:
+# names both sets have (["none", "skip_connect"]) keep the DARTS conventions, as they always did.
+KNOWN_SETS: Dict[str, PrimitiveSet] = {"DARTS": DARTS, "NB201": NB201}
+
+
+def _known_sets() -> str:
+    return "; ".join(f"sdarts.primitives.{attr} = {[*s.names, *sorted(set(s.builders) - set(s.names))]}"
+                     for attr, s in KNOWN_SETS.items())
+
+
+def resolve_primitives(primitives: Union[PrimitiveSet, str, Sequence[str]]) -> PrimitiveSet:
+    """``primitives`` as :class:`sdarts.MixedOp` takes it: a :class:`PrimitiveSet`, a known set's
+    name (``"darts"``, ``"nb201"``, any case) or a list of candidate names, which keeps its order
+    and takes the conventions of the first known set that has every name."""
+    if isinstance(primitives, PrimitiveSet):
+        return primitives
+    if isinstance(primitives, str):  # a set's name, never its letters as candidate names
+        if primitives.upper() in KNOWN_SETS:
+            return KNOWN_SETS[primitives.upper()]
+        set_names = ", ".join(repr(s.name) for s in KNOWN_SETS.values())
+        raise ValueError(f"primitives={primitives!r} is not a known set name ({set_names}); "
+                         "pass a PrimitiveSet or a list of candidate names")
+    if not isinstance(primitives, Iterable):
+        raise TypeError("primitives must be a PrimitiveSet, a set name or a list of candidate names, "
+                        f"got {type(primitives).__name__}")
+    names = list(primitives)
+    if not names:
+        raise ValueError("primitives must name at least one candidate, got an empty list")
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise TypeError(f"primitives must be candidate names (str), got {wrong[0]!r} ({type(wrong[0]).__name__})")
+    for known in KNOWN_SETS.values():
+        if all(n in known.builders for n in names):
+            return known.with_names(names)
+    closest = max(KNOWN_SETS.values(), key=lambda s: sum(n in s.builders for n in names))  # the first on a tie
+    unknown = [n for n in names if n not in closest.builders]
+    raise ValueError(f"unknown {closest.name} primitives {unknown} in primitives={names} (no known set has them all); "
+                     f"known sets: {_known_sets()}")

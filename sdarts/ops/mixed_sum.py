@@ -276,6 +276,43 @@ def _check_float(name: str, t: Tensor) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
 
 
+def _check_branch_list(branches) -> None:
+    # A stacked tensor would be iterated along dim 0, silently, as K slices.
+    if isinstance(branches, Tensor) or not isinstance(branches, (list, tuple)):
+        raise TypeError(f"branches must be a list or tuple of tensors, got {type(branches).__name__}")
+
+
+def _check_operands(branches: Sequence[Tensor], x: Optional[Tensor] = None, four_d: bool = True) -> None:
+    """Every branch (and x) a floating-point tensor of branch 0's shape, dtype and device."""
+    operands = [*branches, x] if x is not None else list(branches)
+    like = operands[0]
+    # One pass of cheap reads first: this runs on every edge of every step; a failure is
+    # then explained by the checks below, operand by operand.
+    if isinstance(like, Tensor) and like.is_floating_point() and (not four_d or like.dim() == 4):
+        shape, dtype, device = like.shape, like.dtype, like.device
+        if all(isinstance(t, Tensor) and t.shape == shape and t.dtype == dtype and t.device == device for t in operands):
+            return
+    named = [(f"branches[{i}]", b) for i, b in enumerate(branches)] + ([("x", x)] if x is not None else [])
+    for name, t in named:
+        _check_float(name, t)
+        if four_d and t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(t.shape)}")
+    first, like = named[0]
+    for name, t in named[1:]:
+        if t.shape != like.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, {first} has {tuple(like.shape)}")
+        if t.dtype != like.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}, {first} has {like.dtype}")
+        if t.device != like.device:
+            raise ValueError(f"{name} is on {t.device}, {first} on {like.device}")
+
+
+def _check_coef(coef: Tensor, num_branches: int) -> None:
+    _check_float("coef", coef)
+    if coef.shape != (num_branches + 2,):
+        raise ValueError(f"coef must have shape ({num_branches + 2},) (B branches + skip + pool), got {tuple(coef.shape)}")
+
+
 def _common_layout(tensors: Sequence[Tensor]) -> List[Tensor]:
     """One dense layout for all operands: keep contiguous / channels_last, copy anything else."""
     first = tensors[0]
@@ -303,29 +340,22 @@ def mixed_edge(
     ``coef`` has B + 2 entries (the last two weigh skip and pool; pass 0 where absent).
     All tensors are 4-D (N, C, H, W).  Used by :class:`sdarts.MixedOp`.
     """
+    _check_branch_list(branches)
     branches = list(branches)
     operands = branches + ([x] if x is not None else [])
     if not operands:
         raise ValueError("mixed_edge needs at least one branch or an input x")
-    for i, t in enumerate(operands):
-        _check_float("x" if (x is not None and i == len(branches)) else f"branches[{i}]", t)
-        if t.dim() != 4:
-            raise ValueError(f"mixed_edge expects 4-D (N, C, H, W) tensors, got shape {tuple(t.shape)}")
+    _check_operands(branches, x)
     like = operands[0]
-    for i, t in enumerate(operands[1:], 1):
-        if t.shape != like.shape or t.dtype != like.dtype or t.device != like.device:
-            raise ValueError(
-                f"all branches and x must share shape, dtype and device; operand {i} is "
-                f"{tuple(t.shape)} {t.dtype} {t.device}, operand 0 is {tuple(like.shape)} {like.dtype} {like.device}"
-            )
     if (has_skip or has_pool) and x is None:
         raise ValueError("has_skip/has_pool need the edge input x")
-    if coef.shape != (len(branches) + 2,):
-        raise ValueError(f"coef must have shape ({len(branches) + 2},) (B branches + skip + pool), got {tuple(coef.shape)}")
+    _check_coef(coef, len(branches))
     if (scale is None) != (shift is None):
         raise ValueError("scale and shift must be given together")
     acc_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     if scale is not None:
+        _check_float("scale", scale)
+        _check_float("shift", shift)
         expected = (len(branches), like.shape[1])
         if scale.shape != expected or shift.shape != expected:
             raise ValueError(f"scale and shift must have shape {expected}, got {tuple(scale.shape)} and {tuple(shift.shape)}")
@@ -352,23 +382,14 @@ def mixed_sum(branches: Sequence[Tensor], weights: Tensor, *, backend: str = "au
         weights: 1-D tensor of K mixing weights (e.g. softmax or sigmoid of alpha).
         backend: ``"auto"`` (fastest available), ``"triton"``, ``"cuda"``, ``"cpu"`` or ``"reference"``.
     """
-    if isinstance(branches, Tensor) or not isinstance(branches, (list, tuple)):
-        raise TypeError(f"branches must be a list or tuple of tensors, got {type(branches).__name__}")
+    _check_branch_list(branches)
     if len(branches) == 0:
         raise ValueError("branches must contain at least one tensor")
-    for i, b in enumerate(branches):
-        _check_float(f"branches[{i}]", b)
+    _check_operands(branches, four_d=False)
     _check_float("weights", weights)
     if weights.dim() != 1 or weights.shape[0] != len(branches):
         raise ValueError(f"weights must be 1-D with one entry per branch ({len(branches)}), got shape {tuple(weights.shape)}")
     first = branches[0]
-    for i, b in enumerate(branches[1:], 1):
-        if b.shape != first.shape:
-            raise ValueError(f"branches[{i}] has shape {tuple(b.shape)}, branches[0] has {tuple(first.shape)}")
-        if b.dtype != first.dtype:
-            raise TypeError(f"branches[{i}] has dtype {b.dtype}, branches[0] has {first.dtype}")
-        if b.device != first.device:
-            raise ValueError(f"branches[{i}] is on {b.device}, branches[0] on {first.device}")
     if weights.device != first.device:
         raise ValueError(f"weights is on {weights.device}, branches on {first.device}")
     if first.dim() == 4:

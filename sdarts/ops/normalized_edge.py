@@ -26,7 +26,8 @@ from torch import Tensor
 
 from . import backends
 from .channel_stats import _moments
-from .mixed_sum import _backward_pass, _common_layout, _forward_impl, _like_layout
+from .mixed_sum import (_backward_pass, _check_branch_list, _check_coef, _check_operands, _common_layout, _forward_impl,
+                        _like_layout)
 
 
 def batch_stats(branches: Sequence[Tensor], eps: float, need_var: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
@@ -171,13 +172,14 @@ def mixed_normalized_edge(
     Returns ``(out, mean, var)``: the batch mean and biased variance (B, C), detached, for the
     caller's running-statistics update (``var`` may be empty when not ``need_var``).  ``coef`` has B + 2 entries (entries for an absent skip/pool are
     not read; their gradient is 0).  Every tensor is 4-D (N, C, H, W) of one shape, dtype and
-    device; the caller (``MixedOp``) guarantees it, this only fixes the layout.
+    device (checked as in ``mixed_edge``: shape and dtype reads, no device sync); any layout.
     """
+    _check_branch_list(branches)
     branches = list(branches)
     if not branches:
         raise ValueError("mixed_normalized_edge needs at least one branch")
-    if coef.shape != (len(branches) + 2,):
-        raise ValueError(f"coef must have shape ({len(branches) + 2},) (B branches + skip + pool), got {tuple(coef.shape)}")
+    _check_operands(branches, x)
+    _check_coef(coef, len(branches))
     if (has_skip or has_pool) and x is None:
         raise ValueError("has_skip/has_pool need the edge input x")
     if recompute is not None:
