@@ -13,12 +13,17 @@ the CPU path as it is (~13 ops per candidate, cheap on a CPU).
     python bench/op_count.py --space nb201
     python bench/op_count.py --space darts --layers 2 --top 15
     TRITON_INTERPRET=1 python bench/op_count.py --space nb201 --triton-edge
+    python bench/op_count.py --space nb201 --json counts.json   # also the command, date, machine
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shlex
+import subprocess
+import sys
 from collections import Counter
 
 import torch
@@ -26,6 +31,7 @@ import torch.nn.functional as F
 
 import sdarts.ops.normalized_edge as normalized_edge
 from sdarts.diagnostics import kernel_ops
+from sdarts.mixed_op import MixedOp
 from sdarts.spaces import build_supernet
 
 
@@ -63,10 +69,18 @@ def uncounted(module, name: str) -> None:
     setattr(module, name, call)
 
 
-def count_step(space: str, fused: bool, layers: int, batch: int) -> Counter:
+def build(space: str, fused: bool, layers: int):
     torch.manual_seed(0)
     depth = dict(N=layers) if space == "nb201" else dict(layers=layers)
-    model = build_supernet(space, 10, fused=fused, backend="reference" if not fused else "auto", **depth).train()
+    return build_supernet(space, 10, fused=fused, backend="reference" if not fused else "auto", **depth).train()
+
+
+def count_edges(space: str, layers: int) -> int:
+    return sum(isinstance(m, MixedOp) for m in build(space, True, layers).modules())
+
+
+def count_step(space: str, fused: bool, layers: int, batch: int) -> Counter:
+    model = build(space, fused, layers)
     x = torch.randn(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))
 
@@ -75,6 +89,16 @@ def count_step(space: str, fused: bool, layers: int, batch: int) -> Counter:
 
     step()  # first call builds lazy state (hooks, caches)
     return kernel_ops(step)
+
+
+def uncommitted_changes():
+    """Tracked files that differ from the commit machine_info names (git status --porcelain)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                             timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [line[3:] for line in out.stdout.splitlines()] if out.returncode == 0 else None
 
 
 def main(argv=None):
@@ -87,6 +111,7 @@ def main(argv=None):
                         help="the edges' statistics and backward tail as Triton kernels (on the CPU: run with "
                         "TRITON_INTERPRET=1)")
     parser.add_argument("--top", type=int, default=0, help="also list the most frequent ops")
+    parser.add_argument("--json", metavar="PATH", help="also write the counts, the command, date and machine here")
     args = parser.parse_args(argv)
     layers = args.layers if args.layers is not None else (1 if args.space == "nb201" else 2)
     if args.triton_edge:
@@ -108,7 +133,29 @@ def main(argv=None):
     if args.top:
         for name, c in counts.items():
             print(f"\n{name}: " + ", ".join(f"{op} {n}" for op, n in c.most_common(args.top)))
-    return {"plain": plain, "engine": engine}
+    result = {"plain": plain, "engine": engine}
+    if args.json:
+        from common import machine_info, write_json  # bench/common.py (bench/ is on sys.path when run as a script)
+
+        edges = count_edges(args.space, layers)
+        payload = {
+            "command": "python " + " ".join(shlex.quote(a) for a in ([*sys.argv] if argv is None else ["bench/op_count.py", *argv])),
+            "env": {k: os.environ[k] for k in ("TRITON_INTERPRET", "SDARTS_TRITON_EDGE") if k in os.environ},
+            "machine": machine_info(torch.device("cpu")),
+            "uncommitted_changes": uncommitted_changes(),
+            "settings": {k: v for k, v in vars(args).items() if k != "json"} | {"layers": layers},
+            "edges": edges,
+            "plain_aten_ops": plain,
+            "engine_aten_ops": engine,
+            "engine_over_plain": engine / plain,
+            "ops_by_name": {name: dict(c.most_common()) for name, c in counts.items()},
+        }
+        if args.triton_edge:
+            launches = 4 * edges  # the edge's statistics and backward tail: 4 Triton kernels per edge
+            payload.update(triton_edge_launches_added=launches, engine_total=engine + launches,
+                           engine_total_over_plain=(engine + launches) / plain)
+        write_json(args.json, payload)
+    return result
 
 
 if __name__ == "__main__":
