@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from collections import namedtuple
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -140,28 +141,81 @@ def _genotype_from_repr(text: str) -> Genotype:
     return genotype_from_json(fields)
 
 
+# An NB201 cell as sdarts-search --space nb201 writes it: |op~0|+|op~0|op~1|+|op~0|op~1|op~2|
+_NB201_CELL = re.compile(r"^\|(?:\w+~\d+\|)+(?:\+\|(?:\w+~\d+\|)+)*$")
+
+
+def _not_darts(source: str, space: str) -> ValueError:
+    if space == "nb201":
+        return ValueError(f"{source} is an NB201 cell, not a DARTS genotype: sdarts-train retrains DARTS-space genotypes "
+                          "only (an NB201 cell is not retrained; its accuracy is looked up in the NAS-Bench-201 table, "
+                          "sdarts-search --nb201-table)")
+    return ValueError(f"{source} is a genotype of the {space!r} space, not a DARTS genotype")
+
+
+def _show(text: str) -> str:
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
+
+
 def parse_genotype(spec: Union[str, os.PathLike, dict, Genotype]) -> Genotype:
     """A genotype from a name in :data:`GENOTYPES`, a ``Genotype(...)`` string, JSON text or
     dict, or the path of a file holding the string or the JSON (a JSON object with a
-    ``"genotype"`` entry, such as a search's result file, works too)."""
+    ``"genotype"`` entry, such as a search's result file, works too).
+
+    ValueError, saying what was expected, for anything else (an NB201 cell included)."""
+    return _parse(spec, None)
+
+
+def _parse(spec, source) -> Genotype:
     if isinstance(spec, tuple):
         return validate_genotype(spec)
     if isinstance(spec, dict):
-        return parse_genotype(spec["genotype"]) if "genotype" in spec else genotype_from_json(spec)
+        where = source or "genotype JSON"
+        space = spec.get("space")
+        if space is not None and space != "darts":
+            raise _not_darts(where, str(space))
+        if "genotype" in spec:
+            inner = spec["genotype"]
+            if not isinstance(inner, (str, dict)):
+                raise ValueError(f"{where}: \"genotype\" must be a DARTS genotype (an object with {list(Genotype._fields)}, "
+                                 f"or Genotype(...) text or a name), got {type(inner).__name__} {inner!r:.60}")
+            if isinstance(inner, str) and _NB201_CELL.match(inner.strip()):
+                raise _not_darts(where, "nb201")
+            return _parse(inner, source)
+        return genotype_from_json(spec)
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"genotype must be a name, text, dict, path or Genotype, got {type(spec).__name__}")
     text = os.fspath(spec)
     if text in GENOTYPES:
         return GENOTYPES[text]
+    if os.path.isdir(text):
+        raise ValueError(f"{text} is a directory; expected a genotype file "
+                         f"(such as a search's {os.path.join(text, 'genotype.json')}), "
+                         f"Genotype(...) text, JSON, or one of {sorted(GENOTYPES)}")
     if os.path.isfile(text):
-        with open(text) as f:
-            text = f.read()
+        source = text
+        try:
+            with open(text) as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read the genotype file {source} ({getattr(err, 'strerror', None) or err})") from None
     text = text.strip()
+    where = source or "genotype JSON"
     if text.startswith("{"):
-        return parse_genotype(json.loads(text))
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"{source or 'the genotype text'} is not valid JSON ({err})") from None
+        return _parse(data, source)
+    if text.startswith("["):
+        raise ValueError(f"{where}: expected a JSON object with {list(Genotype._fields)}, got a list")
+    if _NB201_CELL.match(text):
+        raise _not_darts(source or f"genotype {_show(text)}", "nb201")
     if "Genotype(" in text:
         return _genotype_from_repr(text)
-    raise ValueError(f"genotype {text[:80]!r} is neither a file, Genotype(...) text, JSON, nor one of {sorted(GENOTYPES)}")
+    if source:
+        raise ValueError(f"the genotype file {source} holds neither Genotype(...) text nor JSON (it starts {_show(text)})")
+    raise ValueError(f"genotype {_show(text)} is neither a file, Genotype(...) text, JSON, nor one of {sorted(GENOTYPES)}")
 
 
 # Published cells, copied from the authors' genotypes.py (quark0/darts, yuhuixu1993/PC-DARTS,

@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional
 
 SCHEDULES = ("cosine", "linear")
+# What ``sdarts-train --dataset`` takes: imagenet -> the ImageNet recipe, the others -> CIFAR's.
+DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic", "digits")
+FLOAT_SETTINGS = ("auxiliary_weight", "drop_path", "lr", "ref_lr", "momentum", "weight_decay", "grad_clip", "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,17 @@ class TrainConfig:
     max_steps_per_epoch: Optional[int] = None
 
     def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        for name in FLOAT_SETTINGS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         positive = ("layers", "init_channels", "epochs", "batch_size", "ref_batch")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("auxiliary_weight", "cutout", "weight_decay", "grad_clip", "warmup_epochs", "momentum", "workers"):
+        for name in ("auxiliary_weight", "cutout", "weight_decay", "grad_clip", "warmup_epochs", "momentum", "workers", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.drop_path < 1.0:
@@ -67,6 +76,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        problem = network_problem(self.dataset, self.layers, self.init_channels, self.auxiliary_weight)
+        if problem:
+            raise ValueError(problem)
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
@@ -84,6 +96,18 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return self.ref_lr * self.batch_size * world_size / self.ref_batch
+
+
+def network_problem(dataset: str, layers: int, init_channels: int, auxiliary_weight: float, flags: bool = False) -> Optional[str]:
+    """Why these settings build no network (None if they do); ``flags``: name the settings as
+    ``sdarts-train``'s options."""
+    name = (lambda s: "--" + s.replace("_", "-")) if flags else (lambda s: s)
+    if auxiliary_weight > 0 and layers < 3:
+        return (f"an auxiliary head ({name('auxiliary_weight')} {auxiliary_weight}) needs {name('layers')} >= 3 (it sits "
+                f"after cell 2*layers//3), got {name('layers')} {layers}; give {name('auxiliary_weight')} 0 for fewer cells")
+    if dataset == "imagenet" and init_channels < 2:
+        return f"the ImageNet stem needs {name('init_channels')} >= 2 (its first conv has half as many), got {init_channels}"
+    return None
 
 
 CIFAR = dict(layers=20, init_channels=36, auxiliary_weight=0.4, cutout=16, drop_path=0.3, epochs=600,
@@ -124,4 +148,4 @@ def drop_path_prob(config: TrainConfig, epoch: int) -> float:
     return config.drop_path * epoch / config.epochs
 
 
-__all__ = ["TrainConfig", "CIFAR", "IMAGENET", "recipe", "make_config", "learning_rate", "drop_path_prob"]
+__all__ = ["TrainConfig", "DATASETS", "CIFAR", "IMAGENET", "recipe", "make_config", "learning_rate", "drop_path_prob"]
