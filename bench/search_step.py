@@ -33,6 +33,11 @@ for ``darts-imagenet`` 128,116 = 10% of ImageNet-1k train as in PC-DARTS), steps
 On CPU (and for compile variants on GPU) each variant runs in its own process so that
 peaks do not mix and a stuck compile can be timed out.
 
+A row is ``skipped`` (with the reason) only when its variant cannot run here (``unavailable``:
+a CUDA-only variant without a GPU, a backend this machine lacks).  A variant that raises, dies
+or times out is ``failed`` with its error, is listed in the result's ``failed``, and makes the
+script exit with status 1.
+
     python bench/search_step.py --space nb201 --device cuda --json step_nb201.json
     python bench/search_step.py --space darts-imagenet --device cuda --variants plain engine-cuda all-fast
 """
@@ -46,7 +51,7 @@ import math
 import subprocess
 import sys
 from dataclasses import dataclass, replace
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -122,12 +127,26 @@ def all_variants() -> Dict[str, Variant]:
     return table
 
 
-def runs_on(variant: Variant, device: torch.device) -> bool:
+def unavailable(variant: Variant, device: torch.device) -> Optional[str]:
+    """Why ``variant`` cannot run on ``device`` here (the only reason a row may be skipped), or None."""
     if variant.cuda_graph and device.type != "cuda":
-        return False
+        return f"needs a CUDA device (CUDA graph capture); not available on {device.type} here"
     if variant.triton_edge and not (device.type == "cuda" and backends.triton_edge_module() is not None):
-        return False  # on the CPU it runs only interpreted: far too slow to time
-    return not variant.fused or variant.backend == "auto" or variant.backend in engine_backends(device)
+        # On the CPU it runs only interpreted: far too slow to time.
+        return f"needs compiled Triton on a CUDA device; not available on {device.type} here"
+    if variant.fused and variant.backend != "auto" and variant.backend not in engine_backends(device):
+        return f"backend {variant.backend!r} not available on {device.type} here"
+    return None
+
+
+def runs_on(variant: Variant, device: torch.device) -> bool:
+    return unavailable(variant, device) is None
+
+
+def failure(err: BaseException) -> str:
+    """A failed row's error: type and first line of the message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
 
 
 # ----------------------------------------------------------------------------- one variant
@@ -259,16 +278,17 @@ def child_argv(args, name: str) -> List[str]:
 
 
 def run_isolated(args, name: str) -> Dict[str, object]:
-    """Run one variant in a fresh process (own peak memory, own timeout)."""
+    """Run one variant in a fresh process (own peak memory, own timeout).  A child that times
+    out or dies without printing its row is a failed row, with the reason."""
     try:
         proc = subprocess.run(child_argv(args, name), capture_output=True, text=True, timeout=args.variant_timeout)
     except subprocess.TimeoutExpired:
-        return {"variant": name, "skipped": f"timed out after {args.variant_timeout:.0f} s"}
+        return {"variant": name, "failed": f"timed out after {args.variant_timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(CHILD_MARK):
             return json.loads(line[len(CHILD_MARK):])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"variant": name, "skipped": f"exit {proc.returncode}: {tail[:160]}"}
+    return {"variant": name, "failed": f"exit {proc.returncode}: {tail[:300]}"}
 
 
 def isolate(args, variant: Variant, device: torch.device) -> bool:
@@ -280,13 +300,15 @@ def isolate(args, variant: Variant, device: torch.device) -> bool:
 
 
 def measure(args, name: str, variant: Variant, device: torch.device) -> Dict[str, object]:
+    """One row: timed, or failed with its error.  A variant that raises (out of memory
+    included) is a failure to report, never a skip: skips are decided by `unavailable` alone."""
     if isolate(args, variant, device):
         return run_isolated(args, name)
     try:
         return run_variant(args, variant, device)
-    except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
-        # An option this torch build lacks (e.g. a fused optimizer on this device) skips one row.
-        return {"variant": name, "skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"}
+    except Exception as err:  # noqa: BLE001 - every error becomes the row's verdict
+        log(f"  {name}: FAILED {failure(err)}")
+        return {"variant": name, "failed": failure(err)}
 
 
 # ----------------------------------------------------------------------------- main
@@ -349,15 +371,16 @@ def main(argv=None) -> Dict[str, object]:
     }
     log(f"{device_name(device)}: {args.space} search step, batch {args.batch_size}, {args.image_size}x{args.image_size}")
     for name in names:
-        if runs_on(table[name], device):
-            row = measure(args, name, table[name], device)
-        else:
-            row = {"variant": name, "skipped": f"not available on {device.type} here"}
+        reason = unavailable(table[name], device)
+        row = measure(args, name, table[name], device) if reason is None else {"variant": name, "skipped": reason}
         row.setdefault("options", table[name].options())
         result["rows"].append(row)
         _add_speedups(result["rows"])
         write_json(args.json, result)
-        log(f"  {name:14s} " + (f"{row['ms']:9.1f} ms/step" if "ms" in row else row["skipped"]))
+        log(f"  {name:14s} " + (f"{row['ms']:9.1f} ms/step" if "ms" in row else
+                                 f"FAILED {row['failed']}" if "failed" in row else f"skipped: {row['skipped']}"))
+    result["failed"] = [r["variant"] for r in result["rows"] if "failed" in r]
+    write_json(args.json, result)
     print_table(result, args, device)
     return result
 
@@ -378,13 +401,17 @@ def print_table(result: Dict[str, object], args, device: torch.device) -> None:
                ("speedup", "x plain"), ("images_per_s", "img/s", 0), ("peak_mb", peak, 0), ("peak_vs_plain", "peak / plain")]
     if device.type == "cpu":
         columns += [("step_mb", "step MB (peak - RSS before)", 0), ("step_vs_plain", "step MB / plain")]
-    columns += [("projected_min", f"{args.epochs} ep (min)", 1), ("skipped", "note")]
+    columns += [("projected_min", f"{args.epochs} ep (min)", 1), ("note", "note")]
     print(f"\n## {args.space} search step on {device_name(device)}: batch {args.batch_size}, "
           f"{args.image_size}x{args.image_size}, median of {args.steps} after {args.warmup} warm-up "
           f"(projection: {args.epoch_images} images/epoch, steps only)\n")
-    print(markdown_table(result["rows"], columns))
+    rows = [dict(r, note=f"FAILED: {r['failed']}" if "failed" in r else f"skipped: {r['skipped']}" if "skipped" in r
+                 else None) for r in result["rows"]]
+    print(markdown_table(rows, columns))
+    if result.get("failed"):
+        print(f"\nFAILED variants: {', '.join(result['failed'])}")
     sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main().get("failed") else 0)

@@ -36,4 +36,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("need_branch_grads"), py::arg("need_x_grad"));
 #endif
   m.def("with_cuda", &with_cuda, "True when the CUDA kernels were compiled in");
+  m.def("simd_available", &sdarts::cpu_simd_available,
+        "True when the CPU kernels' AVX2+FMA+F16C build exists and this CPU can run it");
+  m.def("set_simd", &sdarts::set_cpu_simd,
+        "Allow (True, the default) or forbid (False) the CPU kernels' AVX2 build; returns the previous "
+        "setting.  SDARTS_NO_SIMD=1 at load time starts with it forbidden.",
+        py::arg("enabled"));
+  m.def("cpu_isa", &sdarts::cpu_isa, "Which build of the CPU kernels runs now: 'avx2' or 'base'");
 }

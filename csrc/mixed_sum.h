@@ -6,6 +6,7 @@
 #include <c10/core/MemoryFormat.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -32,6 +33,14 @@ MixedGeometry check_inputs(const std::vector<Tensor>& branches, const Tensor& co
 
 // Tensor of like's shape, dtype and device, dense in `format` (empty_like keeps the layout).
 Tensor empty_in_format(const Tensor& like, at::MemoryFormat format);
+
+// The CPU kernels' instruction-set dispatch: whether the AVX2+FMA+F16C build exists and this
+// CPU runs it; the switch that allows it (true by default, false when SDARTS_NO_SIMD=1 was set
+// at load time; returns the previous setting); and the build the next call will use
+// ("avx2" or "base").
+bool cpu_simd_available();
+bool set_cpu_simd(bool enabled);
+std::string cpu_isa();
 
 Tensor mixed_forward_cpu(const std::vector<Tensor>& branches, const Tensor& coef, const OptTensor& scale,
                          const OptTensor& shift, const OptTensor& x, bool has_skip, bool has_pool);

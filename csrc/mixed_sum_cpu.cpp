@@ -1,7 +1,14 @@
 // CPU entry points of the mixed-sum kernel: contract checks, output allocation and
 // the choice between the baseline build of the kernels and the AVX2 one
-// (mixed_sum_cpu_avx2.cpp), made once from the running CPU's features.
+// (mixed_sum_cpu_avx2.cpp), made from the running CPU's features (detected once) and a
+// run-time switch: set_cpu_simd(false) (Python: sdarts._C.set_simd(False)), or
+// SDARTS_NO_SIMD=1 in the environment when the extension loads, forces the baseline build.
 #include <ATen/ATen.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #define SDARTS_CPU_NS base
 #include "mixed_sum_cpu_impl.h"
@@ -11,7 +18,7 @@ namespace sdarts {
 
 namespace {
 
-bool use_avx2() {
+bool avx2_supported() {
 #if defined(SDARTS_CPU_AVX2)
   static const bool ok = [] {
     __builtin_cpu_init();
@@ -22,6 +29,15 @@ bool use_avx2() {
   return false;
 #endif
 }
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && (std::strcmp(v, "1") == 0 || std::strcmp(v, "true") == 0 || std::strcmp(v, "yes") == 0);
+}
+
+std::atomic<bool> simd_enabled{!env_flag("SDARTS_NO_SIMD")};
+
+bool use_avx2() { return simd_enabled.load(std::memory_order_relaxed) && avx2_supported(); }
 
 cpu::Call prepare(const std::vector<Tensor>& branches, const Tensor& coef, const OptTensor& scale,
                   const OptTensor& shift, const OptTensor& x, bool has_skip, bool has_pool, const char* who,
@@ -47,6 +63,12 @@ cpu::Call prepare(const std::vector<Tensor>& branches, const Tensor& coef, const
 }
 
 }  // namespace
+
+bool cpu_simd_available() { return avx2_supported(); }
+
+bool set_cpu_simd(bool enabled) { return simd_enabled.exchange(enabled); }
+
+std::string cpu_isa() { return use_avx2() ? "avx2" : "base"; }
 
 Tensor mixed_forward_cpu(const std::vector<Tensor>& branches, const Tensor& coef, const OptTensor& scale,
                          const OptTensor& shift, const OptTensor& x, bool has_skip, bool has_pool) {

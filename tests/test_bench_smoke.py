@@ -84,21 +84,26 @@ def test_search_step_bench(bench, tmp_path):
               "--threads", "1"]
     result = search_step.main(["--space", "nb201", *common, "--isolate", "never", "--json", str(out),
                                "--variants", "plain", "engine-reference", "channels-last", "fused-opt"])
-    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    saved = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in saved["rows"]}
     assert list(rows) == ["plain", "engine-reference", "channels-last", "fused-opt"]
-    for row in rows.values():
-        if "skipped" in row:  # e.g. a fused optimizer this torch build lacks on CPU
+    table = search_step.all_variants()
+    for name, row in rows.items():
+        assert "failed" not in row, (name, row["failed"])
+        # Skipped only when the variant cannot run here, for that reason (none of these four).
+        assert row.get("skipped") == search_step.unavailable(table[name], CPU), (name, row)
+        if "skipped" in row:
             continue
         assert row["ms"] > 0 and math.isfinite(row["loss"]) and row["peak_mb"] > 0
         assert row["step_mb"] is not None and row["step_mb"] <= row["peak_mb"]
         assert row["projected_min"] == pytest.approx(50 * 12500 * row["ms"] / 1e3 / 60)
         assert row["peak_vs_plain"] == pytest.approx(row["peak_mb"] / rows["plain"]["peak_mb"])
     assert rows["plain"]["speedup"] == pytest.approx(1.0)
-    assert result["machine"]["device"] == "cpu"
+    assert result["machine"]["device"] == "cpu" and result["failed"] == saved["failed"] == []
     # One variant through the fresh-process path, on the DARTS space.
     isolated = search_step.main(["--space", "darts", *common, "--layers", "3", "--isolate", "always", "--variants", "plain"])
     row = isolated["rows"][0]
-    assert "skipped" not in row, row
+    assert "skipped" not in row and "failed" not in row, row
     assert row["ms"] > 0 and row["peak_kind"].startswith("process peak RSS")
 
 
@@ -118,8 +123,51 @@ def test_search_step_variants_unknown_or_unavailable(bench):
     search_step = bench("search_step")
     with pytest.raises(ValueError, match="warp-speed"):
         search_step.main(["--device", "cpu", "--variants", "warp-speed"])
-    result = search_step.main(["--device", "cpu", "--variants", "cuda-graph", "engine-cuda"])
-    assert [r["skipped"] for r in result["rows"]] == ["not available on cpu here"] * 2
+    result = search_step.main(["--device", "cpu", "--variants", "cuda-graph", "engine-cuda", "triton-edge"])
+    assert [r["skipped"] for r in result["rows"]] == [
+        "needs a CUDA device (CUDA graph capture); not available on cpu here",
+        "backend 'cuda' not available on cpu here",
+        "needs compiled Triton on a CUDA device; not available on cpu here",
+    ]
+    assert result["failed"] == [] and not any("failed" in r for r in result["rows"])
+
+
+def test_search_step_records_a_crashing_variant_as_failed_not_skipped(bench, monkeypatch, capsys):
+    """A variant that can run here but raises is a failure with its error (in process, in a
+    child that dies, in a child that hangs), never a skipped row."""
+    search_step = bench("search_step")
+
+    def crash(args, variant, device):
+        raise RuntimeError("engine exploded\nat step 1")
+
+    monkeypatch.setattr(search_step, "run_variant", crash)
+    result = search_step.main(["--device", "cpu", "--isolate", "never", "--variants", "plain", "engine-cpu", "cuda-graph"])
+    rows = {r["variant"]: r for r in result["rows"]}
+    for name in ("plain", "engine-cpu"):
+        assert "skipped" not in rows[name] and rows[name]["failed"] == "RuntimeError: engine exploded", rows[name]
+    assert "failed" not in rows["cuda-graph"] and rows["cuda-graph"]["skipped"].startswith("needs a CUDA device")
+    assert result["failed"] == ["plain", "engine-cpu"]
+    assert "FAILED: RuntimeError: engine exploded" in capsys.readouterr().out
+
+    real_run = subprocess.run
+
+    def child_dies(argv, **kwargs):
+        if argv[1:2] != [search_step.__file__]:
+            return real_run(argv, **kwargs)
+        return subprocess.CompletedProcess(argv, 1, "", "Traceback (most recent call last):\nRuntimeError: engine exploded")
+
+    monkeypatch.setattr(search_step.subprocess, "run", child_dies)
+    row = search_step.main(["--device", "cpu", "--isolate", "always", "--variants", "plain"])["rows"][0]
+    assert "skipped" not in row and row["failed"] == "exit 1: RuntimeError: engine exploded", row
+
+    def child_hangs(argv, **kwargs):
+        if argv[1:2] != [search_step.__file__]:
+            return real_run(argv, **kwargs)
+        raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
+
+    monkeypatch.setattr(search_step.subprocess, "run", child_hangs)
+    row = search_step.main(["--device", "cpu", "--isolate", "always", "--variant-timeout", "7", "--variants", "plain"])["rows"][0]
+    assert "skipped" not in row and row["failed"] == "timed out after 7 s", row
 
 
 def test_search_e2e_bench(bench, tmp_path):

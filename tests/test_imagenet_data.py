@@ -37,12 +37,24 @@ def test_batches_are_normalized_crops_of_the_requested_size(image_folder):
 
 
 def test_epochs_reshuffle_deterministically(image_folder):
-    make = lambda: ImageNetLoader(image_folder, "train", 4, train=True, seed=3, device="cpu", num_workers=0, size=32)  # noqa: E731
-    torch.manual_seed(0)
-    a = [y for _, y in batches(make(), 1)]
-    torch.manual_seed(0)
-    b = [y for _, y in batches(make(), 1)]
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    """Epoch 1 visits the images in another order than epoch 0 (so its batches differ, images
+    and labels), and each epoch is the same again when rerun from the same seeds."""
+    def epoch(e):
+        loader = ImageNetLoader(image_folder, "train", 4, train=True, seed=3, device="cpu", num_workers=0, size=32)
+        torch.manual_seed(0)  # the augmentation draws from torch's global generator
+        got = batches(loader, e)
+        return list(loader.sampler), torch.cat([x for x, _ in got]), torch.cat([y for _, y in got])
+
+    order0, x0, y0 = epoch(0)
+    order1, x1, y1 = epoch(1)
+    for e, (order, x, y) in ((0, (order0, x0, y0)), (1, (order1, x1, y1))):
+        again = epoch(e)
+        assert again[0] == order and torch.equal(again[1], x) and torch.equal(again[2], y), f"epoch {e} not reproducible"
+    assert x0.shape == x1.shape == (12, 3, 32, 32)
+    assert sorted(order0) == sorted(order1) == list(range(12))  # every image once per epoch
+    assert order0 != order1, "set_epoch did not reshuffle"
+    assert not torch.equal(y0, y1), "epoch 1's labels come in epoch 0's order"
+    assert not torch.equal(x0, x1), "epoch 1's images are epoch 0's"
 
 
 def test_ranks_get_disjoint_shards_and_val_is_not_augmented(image_folder):

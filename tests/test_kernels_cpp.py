@@ -297,11 +297,82 @@ def _build_had_nvcc() -> bool:
     return torch.version.cuda is not None and (os.path.exists(nvcc) or shutil.which("nvcc") is not None)
 
 
+# Kept here for bench/gpu_check.sh (it runs this file with -k cuda); tests/test_build_complete.py
+# checks the same, and every other kernel family, strictly under CI=true.
 @pytest.mark.skipif(not _build_had_nvcc(), reason="no nvcc or CPU-only torch here: the CUDA kernels are not built")
 def test_cuda_kernels_were_compiled():
     assert _C is not None, _IMPORT_ERROR
     assert _C.with_cuda(), "sdarts._C was built without its CUDA kernels"
     assert hasattr(_C, "mixed_forward_cuda") and hasattr(_C, "mixed_backward_cuda")
+
+
+# ---------------------------------------------------------------- CPU without AVX2
+
+
+needs_simd_switch = pytest.mark.skipif(_C is None or not hasattr(_C, "set_simd"),
+                                       reason=_IMPORT_ERROR or "sdarts._C predates set_simd: rebuild it")
+
+
+@pytest.fixture
+def base_isa():
+    """The CPU kernels' baseline (non-AVX2) build for the duration of one test."""
+    before = _C.set_simd(False)
+    try:
+        assert _C.cpu_isa() == "base"
+        yield
+    finally:
+        _C.set_simd(before)
+
+
+@needs_ext
+def test_simd_switch_reports_and_restores():
+    assert hasattr(_C, "set_simd") and hasattr(_C, "cpu_isa") and hasattr(_C, "simd_available"), \
+        "sdarts._C has no run-time AVX2 switch (rebuild: pip install --no-build-isolation -e .)"
+    before = _C.set_simd(False)
+    try:
+        assert _C.cpu_isa() == "base"
+        assert _C.set_simd(True) is False
+        assert _C.cpu_isa() == ("avx2" if _C.simd_available() else "base")
+    finally:
+        _C.set_simd(before)
+
+
+@needs_simd_switch
+@pytest.mark.parametrize("dtype,layout,B,affine,skip,pool",
+                         [p for p in _matrix() if p.values[2] in (1, 3) and p.values[3]] +
+                         [p for p in _matrix() if p.values[2] in (0, 8) and not p.values[3] and p.values[4]])
+def test_cpu_baseline_build_matches_reference(base_isa, dtype, layout, B, affine, skip, pool):
+    """The kernels every CPU without AVX2/FMA/F16C runs (this machine's would pick the AVX2 build)."""
+    check_case(Case(ODD_SHAPE, B, dtype, layout, affine, seed=B * 7 + 1), "cpu", skip, pool)
+
+
+@needs_simd_switch
+@pytest.mark.parametrize("shape", [(1, 2, 70, 40), (2, 40, 3, 4), (4, 16, 32, 32)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cpu_baseline_build_edge_shapes_and_agrees_with_avx2(shape, layout, dtype):
+    """Several blocks and tiles through the baseline build; both builds agree to float32 rounding."""
+    case = Case(shape, 3, dtype, layout, True, seed=5)
+    before = _C.set_simd(False)
+    try:
+        check_case(case, "cpu", True, True)
+        base_out, base_bwd = case.forward("cpu", True, True), case.backward("cpu", True, True, True, True)
+    finally:
+        _C.set_simd(before)
+    if not _C.simd_available():
+        return
+    _C.set_simd(True)
+    try:
+        out, bwd = case.forward("cpu", True, True), case.backward("cpu", True, True, True, True)
+    finally:
+        _C.set_simd(before)
+    tol = TOL[dtype]
+    _assert_close("forward avx2 vs base", out, base_out.double(), tol)
+    for k, (a, b) in enumerate(zip(bwd[0], base_bwd[0])):
+        _assert_close(f"grad_branches[{k}] avx2 vs base", a, b.double(), tol)
+    _assert_close("grad_x avx2 vs base", bwd[1], base_bwd[1].double(), tol)
+    for name, a, b in zip(("chan_dot", "chan_gsum", "dot_skip", "dot_pool"), bwd[2:], base_bwd[2:]):
+        _assert_close(f"{name} avx2 vs base", a, b.double(), 1e-5)
 
 
 # ---------------------------------------------------------------- CUDA

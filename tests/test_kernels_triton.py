@@ -1,15 +1,16 @@
 """The Triton mixed-sum kernels against the PyTorch oracle (sdarts.ops.reference).
 
-Runs in the Triton interpreter on CPU by default (TRITON_INTERPRET=1, set before anything
-imports triton).  With TRITON_INTERPRET=0 and a GPU, the same tests run compiled on CUDA.
+tests/conftest.py chooses the mode for the whole session, before anything imports triton:
+on a machine where torch sees a GPU the kernels run compiled on CUDA tensors
+(TRITON_INTERPRET=0); elsewhere they run on CPU tensors in Triton's interpreter
+(TRITON_INTERPRET=1).  This file never changes that choice: interpreted Triton is never
+mixed with CUDA tensors.
 """
 
 import os
 import sys
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("numpy")  # the interpreter needs it
 pytest.importorskip("triton")
@@ -24,12 +25,16 @@ except ImportError:  # no editable install yet: load kernels/ straight from the 
 from sdarts.ops import reference as ref  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if INTERPRET:
-    DEVICE = "cpu"
-elif torch.cuda.is_available():
+if torch.cuda.is_available():
+    if INTERPRET:  # conftest never leaves it so; someone ran this file without it
+        pytest.skip("TRITON_INTERPRET=1 on a GPU machine: this suite runs Triton compiled on CUDA tensors there "
+                    "(tests/conftest.py sets TRITON_INTERPRET=0)", allow_module_level=True)
     DEVICE = "cuda"
+elif INTERPRET:
+    DEVICE = "cpu"
 else:
-    pytest.skip("compiled Triton needs a GPU (set TRITON_INTERPRET=1 for the interpreter)", allow_module_level=True)
+    pytest.skip("compiled Triton needs a GPU, and TRITON_INTERPRET is not 1 (tests/conftest.py sets it on CPU-only "
+                "machines)", allow_module_level=True)
 
 # Big blocks keep the interpreter fast (it runs programs one at a time); the loop/split and
 # channel-mask paths get their own tests with small blocks.

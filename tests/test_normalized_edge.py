@@ -99,6 +99,10 @@ def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_sk
         assert x.grad is None
     # Absent skip/pool entries get an exactly zero gradient.
     assert rel_err(coef.grad, ref_gc) <= (1e-5 if dtype == torch.float32 else 5e-3)
+    if not has_skip:
+        assert coef.grad[B].item() == 0.0, f"absent skip entry got gradient {coef.grad[B].item()}"
+    if not has_pool:
+        assert coef.grad[B + 1].item() == 0.0, f"absent pool entry got gradient {coef.grad[B + 1].item()}"
     stacked = torch.stack([b.detach().double() for b in branches])
     assert rel_err(mean, stacked.mean(dim=(1, 3, 4))) <= tol
     assert rel_err(var, stacked.var(dim=(1, 3, 4), unbiased=False)) <= tol

@@ -22,26 +22,37 @@ BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+# Why a probe found nothing ("extension", "triton", "triton_edge" -> "ExcType: message"),
+# so that a missing backend can be explained (describe(), the build-completeness tests).
+_PROBE_ERRORS: Dict[str, str] = {}
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _probe_extension() -> Optional[ModuleType]:
     try:
         return importlib.import_module("sdarts._C")
-    except ImportError:
+    except ImportError as exc:
+        _PROBE_ERRORS["extension"] = _error_text(exc)
         return None
 
 
-def _probe_triton(module: str) -> Optional[ModuleType]:
+def _probe_triton(module: str, key: str = "triton") -> Optional[ModuleType]:
     try:
         import triton  # noqa: F401
 
         return importlib.import_module(f"sdarts.kernels.{module}")
-    except Exception:  # triton missing or unusable on this machine: the kernels are simply absent
+    except Exception as exc:  # triton missing or unusable on this machine: the kernels are simply absent
+        _PROBE_ERRORS[key] = f"sdarts.kernels.{module}: {_error_text(exc)}"
         return None
 
 
 # Probed once at import, so that torch.compile traces backend choice as constants.
 _EXTENSION = _probe_extension()
 _TRITON = _probe_triton("mixed_sum")
-_TRITON_EDGE = _probe_triton("normalized_edge") if _TRITON is not None else None
+_TRITON_EDGE = _probe_triton("normalized_edge", "triton_edge") if _TRITON is not None else None
 _TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -56,6 +67,12 @@ def _triton_module() -> Optional[ModuleType]:
 def triton_edge_module() -> Optional[ModuleType]:
     """``sdarts.kernels.normalized_edge`` (the folded edge's statistics and backward tail), or None."""
     return _TRITON_EDGE
+
+
+def probe_errors() -> Dict[str, str]:
+    """Why each absent backend module failed to load, by probe ("extension", "triton",
+    "triton_edge"): the exception's type and message.  Empty when everything loaded."""
+    return dict(_PROBE_ERRORS)
 
 
 def triton_interpreted() -> bool:
@@ -145,5 +162,6 @@ def describe() -> Dict[str, object]:
         else ("on" if os.environ.get("SDARTS_TRITON_EDGE") == "1" else "off (SDARTS_TRITON_EDGE=1 turns them on)"),
         "cpu_backends": available("cpu"),
         "cuda_backends": available("cuda") if torch.cuda.is_available() else [],
+        "probe_errors": probe_errors(),
     }
 
