@@ -124,9 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recompute nothing (overrides the CPU default)")
     engine.add_argument("--amp", action="store_true", help="bf16 autocast")
     engine.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="channels-last memory format (default: on for the CPU, where the step measured 0.48x "
-                        "plain's time against 0.57x contiguous (NB201), 0.56x against 0.84x (DARTS); off on CUDA "
-                        "until measured there)")
+                        help="channels-last memory format (default: on for the CPU, off on CUDA until measured "
+                        "there; CPU step times: bench/results/README.md)")
     engine.add_argument("--cuda-graph", action="store_true",
                         help="capture the whole training step (forward, backward, clipping, both optimizer steps) as "
                         "one CUDA graph and replay it per batch (recaptured when the lr changes, once per epoch): "
