@@ -234,6 +234,16 @@ def markdown_table(rows: Sequence[Dict[str, object]], columns: Sequence[tuple]) 
     return "\n".join(lines)
 
 
+def uncommitted_changes():
+    """Tracked files that differ from the commit machine_info names (git status --porcelain)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                             timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [line[3:] for line in out.stdout.splitlines()] if out.returncode == 0 else None
+
+
 def write_json(path: Optional[str], payload: Dict[str, object]) -> None:
     """Write ``payload`` atomically (scripts call this after every row, so a run cut short keeps its rows)."""
     if not path:

@@ -6,14 +6,12 @@ forward + backward of a seeded MixedOp, without bench/mixed_op.py's timing, and 
 recompute settings, which bench/mixed_op.py does not cover.  Deterministic; no timing.
 Run from the repository root: python bench/edge_saved_bytes.py OUT.json
 """
-import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 sys.path.insert(0, "bench")
-from common import MB, machine_info, saved_bytes, set_threads, write_json
+from common import MB, machine_info, saved_bytes, set_threads, uncommitted_changes, write_json
 
 import sdarts
 from sdarts.primitives import DARTS, NB201
@@ -54,12 +52,10 @@ for edge, (primitives, stride) in EDGES.items():
 for row in rows:
     plain = next(r for r in rows if r["edge"] == row["edge"] and r["variant"] == "plain")
     row["vs_plain"] = row["saved_bytes"] / plain["saved_bytes"]
-changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
 write_json(sys.argv[1], {
-    "command": f"python {sys.argv[0]} {sys.argv[1]}  (the script's text is under 'script')",
-    "script": Path(__file__).read_text(),
+    "command": f"python {sys.argv[0]} {sys.argv[1]}",
     "machine": machine_info(torch.device("cpu")),
-    "uncommitted_changes": [line[3:] for line in changes.splitlines()],
+    "uncommitted_changes": uncommitted_changes(),
     "note": "float32, batch 64, training mode; x and relu(x) of 64x16x32x32 float32 are 2 x 4.194 MB = 8.389 MB",
     "rows": rows,
 })

@@ -5,14 +5,12 @@ line: make_config (the dataset's recipe) -> sdarts.train.loop.network_for -> des
 (sdarts/train/complexity.py: count_parameters, count_macs).  Deterministic; no data needed.
 Run from the repository root: python bench/genotype_complexity.py OUT.json
 """
-import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 sys.path.insert(0, "bench")
-from common import machine_info, write_json  # bench/common.py
+from common import machine_info, uncommitted_changes, write_json  # bench/common.py
 
 from sdarts.spaces.darts_genotype import GENOTYPES, genotype_to_json, parse_genotype
 from sdarts.train.loop import describe_model, network_for
@@ -29,12 +27,10 @@ for name in ("DARTS_V1", "DARTS_V2", "PC_DARTS", "PDARTS"):
         rows.append({"genotype": name, "dataset": dataset, "layers": config.layers, "init_channels": config.init_channels,
                      "auxiliary": config.auxiliary_weight > 0, "num_classes": classes, "input_size": list(input_size), **size})
         print(f"{name:9s} {dataset:9s} parameters {size['params_m']:.3f}M multiply-adds {size['macs_m']:.1f}M", flush=True)
-changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
 write_json(sys.argv[1], {
-    "command": f"python {sys.argv[0]} {sys.argv[1]}  (the script's text is under 'script')",
-    "script": Path(__file__).read_text(),
+    "command": f"python {sys.argv[0]} {sys.argv[1]}",
     "machine": machine_info(torch.device("cpu")),
-    "uncommitted_changes": [line[3:] for line in changes.splitlines()],
+    "uncommitted_changes": uncommitted_changes(),
     "note": "params_m: parameters / 1e6, auxiliary head excluded; macs_m: Conv2d + Linear multiply-adds of one image / 1e6 "
             "(eval-mode forward, so the auxiliary head is not counted); recipe: make_config defaults of each dataset",
     "rows": rows,

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import os
 import shlex
-import subprocess
 import sys
 from collections import Counter
 
@@ -91,15 +90,6 @@ def count_step(space: str, fused: bool, layers: int, batch: int) -> Counter:
     return kernel_ops(step)
 
 
-def uncommitted_changes():
-    """Tracked files that differ from the commit machine_info names (git status --porcelain)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                             timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return [line[3:] for line in out.stdout.splitlines()] if out.returncode == 0 else None
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,7 +125,7 @@ def main(argv=None):
             print(f"\n{name}: " + ", ".join(f"{op} {n}" for op, n in c.most_common(args.top)))
     result = {"plain": plain, "engine": engine}
     if args.json:
-        from common import machine_info, write_json  # bench/common.py (bench/ is on sys.path when run as a script)
+        from common import machine_info, uncommitted_changes, write_json  # bench/common.py (bench/ is on sys.path when run as a script)
 
         edges = count_edges(args.space, layers)
         payload = {
