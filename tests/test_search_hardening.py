@@ -72,7 +72,7 @@ def test_a_second_run_into_a_live_run_directory_fails_naming_the_holder(holder, 
     monkeypatch.setattr(cli, "build_data", lambda *a: pytest.fail("data loaded before the run directory was owned"))
     assert run(out, "--epochs", "1") == 2
     line = error_line(capsys)
-    assert line.startswith("sdarts-search: error: ") and f"in use by another run (PID {proc.pid})" in line
+    assert line.startswith(f"sdarts-search: error: --out: run directory {out} is in use by another run (PID {proc.pid})")
     assert not (out / "config.json").exists() and not (out / "metrics.jsonl").exists()
 
 
@@ -85,7 +85,7 @@ def test_resume_while_the_run_is_alive_fails_naming_the_holder(tmp_path, capsys)
         assert proc.stdout.readline().strip() == "locked"
         capsys.readouterr()
         assert cli.main(["--resume", str(out)]) == 2
-        assert f"in use by another run (PID {proc.pid})" in error_line(capsys)
+        assert f"--resume: run directory {out} is in use by another run (PID {proc.pid})" in error_line(capsys)
         assert (out / "metrics.jsonl").read_text() == before
     finally:
         proc.kill()
@@ -109,7 +109,7 @@ def test_an_uncreatable_out_is_one_line_before_any_data(tmp_path, capsys, monkey
     monkeypatch.setattr(cli, "build_data", lambda *a: pytest.fail("data loaded before --out was checked"))
     assert run(blocker / "run") == 2
     line = error_line(capsys)
-    assert line.startswith("sdarts-search: error: cannot create the run directory") and "Not a directory" in line
+    assert line.startswith("sdarts-search: error: --out: cannot create the run directory") and "Not a directory" in line
 
 
 # -- temporary files, failed writes --------------------------------------------------------

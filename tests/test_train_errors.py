@@ -310,7 +310,7 @@ def test_second_writer_on_a_busy_out_fails_fast(tmp_path):
         assert (out / ".lock").read_text().strip() == str(os.getpid())  # the holder's lock is untouched
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
-    assert lines[0].startswith(PROG) and f"--out {out} is in use by another run (PID {os.getpid()})" in lines[0]
+    assert lines[0].startswith(PROG) and f"--out: run directory {out} is in use by another run (PID {os.getpid()})" in lines[0]
     assert not (out / "config.json").exists() and not (out / "metrics.jsonl").exists()
     assert elapsed < 240
 
@@ -381,7 +381,7 @@ def test_resume_of_a_search_run(search_run, capsys, no_data_loading):
 def test_resume_of_a_busy_run_fails_before_loading_data(run_copy, capsys, no_data_loading):
     before = snapshot(run_copy)
     with RunDir(run_copy):  # another writer (here: this process, through its own descriptor)
-        error_line(["--resume", run_copy], capsys, f"--resume {run_copy} is in use by another run (PID {os.getpid()})")
+        error_line(["--resume", run_copy], capsys, f"--resume: run directory {run_copy} is in use by another run (PID {os.getpid()})")
     assert snapshot(run_copy) == {**before, ".lock": f"{os.getpid()}\n".encode()}
 
 

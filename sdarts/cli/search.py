@@ -421,7 +421,10 @@ def _claim_run_dir(args, ctx: distributed.DistContext) -> RunDir:
     """Own the run directory before anything slow: one writer per directory (rank 0 writes)."""
     run = RunDir(args.out)
     if ctx.is_main:
-        run.acquire()
+        try:
+            run.acquire()
+        except RunDirError as err:
+            raise UsageError(f"--{'out' if args.resume is None else 'resume'}: {err}") from None
         removed = run.remove_stale_temp_files()
         if removed:
             print(f"{PROG}: removed {len(removed)} temporary file(s) of a killed write from {args.out}", file=sys.stderr)

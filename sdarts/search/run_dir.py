@@ -94,7 +94,7 @@ class RunDir:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise RunDirBusy(f"{self.path} is in use by another run (PID {holder}); wait for it to end "
+                raise RunDirBusy(f"run directory {self.path} is in use by another run (PID {holder}); wait for it to end "
                                  "or choose another directory") from None
             raise RunDirError(f"cannot lock the run directory {self.path} ({_reason(err)})") from None
         os.ftruncate(fd, 0)
