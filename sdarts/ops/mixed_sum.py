@@ -16,54 +16,21 @@ every backend.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from . import backends
-from .reference import MAX_BRANCHES
+from .edge_core import (backward_pass, check_branch_list, check_coef, check_float, check_operands, common_layout,
+                        forward_pass, like_layout)
 
 # --------------------------------------------------------------------------------------
 # Custom ops: opaque to torch.compile (no graph break), with fake implementations.
 # --------------------------------------------------------------------------------------
 
-
-def _forward_impl(
-    branches: List[Tensor],
-    coef: Tensor,
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    x: Optional[Tensor],
-    has_skip: bool,
-    has_pool: bool,
-    backend: str,
-) -> Tensor:
-    """The forward on one backend (the custom op and the eager Function both call this)."""
-    impl = backends.implementation(backend)
-    if len(branches) <= MAX_BRANCHES:
-        return impl.mixed_forward(list(branches), coef, scale, shift, x, has_skip, has_pool)
-    # More branches than one kernel call takes: chunk, and add the partial sums.
-    out = None
-    for start in range(0, len(branches), MAX_BRANCHES):
-        stop = min(start + MAX_BRANCHES, len(branches))
-        first = start == 0
-        chunk_coef = torch.cat([coef[start:stop], coef[-2:] if first else torch.zeros_like(coef[-2:])])
-        part = impl.mixed_forward(
-            list(branches[start:stop]),
-            chunk_coef,
-            None if scale is None else scale[start:stop],
-            None if shift is None else shift[start:stop],
-            x,
-            has_skip and first,
-            has_pool and first,
-        )
-        out = part if out is None else out.add_(part)
-    return out
-
-
-# The same functions, registered as custom ops for torch.compile.
-_forward_op = torch.library.custom_op("sdarts::mixed_forward", _forward_impl, mutates_args=())
+# The core's passes, registered as custom ops for torch.compile.
+_forward_op = torch.library.custom_op("sdarts::mixed_forward", forward_pass, mutates_args=())
 
 
 @_forward_op.register_fake
@@ -71,51 +38,9 @@ def _forward_fake(branches, coef, scale, shift, x, has_skip, has_pool, backend):
     return torch.empty_like(branches[0] if len(branches) else x)
 
 
-def _backward_pass(
-    grad_out: Tensor,
-    branches: List[Tensor],
-    coef: Tensor,
-    scale: Optional[Tensor],
-    x: Optional[Tensor],
-    has_skip: bool,
-    has_pool: bool,
-    need_branch_grads: bool,
-    need_x_grad: bool,
-    backend: str,
-) -> Tuple[List[Tensor], Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(branch grads (if requested), grad_x, chan_dot, chan_gsum, dot_skip, dot_pool) on one backend."""
-    impl = backends.implementation(backend)
-    if len(branches) <= MAX_BRANCHES:
-        gb, gx, cd, gs, ds, dp = impl.mixed_backward(
-            grad_out, list(branches), coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad
-        )
-        return list(gb), gx, cd, gs, ds, dp
-    grad_branches, chan_dots = [], []
-    for start in range(0, len(branches), MAX_BRANCHES):
-        stop = min(start + MAX_BRANCHES, len(branches))
-        first = start == 0
-        chunk_coef = torch.cat([coef[start:stop], coef[-2:]])
-        gb, gx, cd, gs, ds, dp = impl.mixed_backward(
-            grad_out,
-            list(branches[start:stop]),
-            chunk_coef,
-            None if scale is None else scale[start:stop],
-            x,
-            has_skip and first,
-            has_pool and first,
-            need_branch_grads,
-            need_x_grad and first,
-        )
-        grad_branches += list(gb)
-        chan_dots.append(cd)
-        if first:
-            grad_x, chan_gsum, dot_skip, dot_pool = gx, gs, ds, dp
-    return grad_branches, grad_x, torch.cat(chan_dots), chan_gsum, dot_skip, dot_pool
-
-
 def _backward_eager(*args) -> List[Tensor]:
     """The custom op's flat result, without the copies only the custom op needs."""
-    grad_branches, *small = _backward_pass(*args)
+    grad_branches, *small = backward_pass(*args)
     return grad_branches + small
 
 
@@ -132,7 +57,7 @@ def _backward_op_impl(
     backend: str,
 ) -> List[Tensor]:
     """Flat list: B branch grads (if requested), grad_x, chan_dot, chan_gsum, dot_skip, dot_pool."""
-    grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = _backward_pass(
+    grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = backward_pass(
         grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend
     )
     # The small reductions may be views of one partials buffer in a backend; custom ops
@@ -193,7 +118,7 @@ def _backward_core(ctx, grad_out, backward_fn):
     saved = ctx.saved_tensors
     branches = list(saved[:B])
     coef, scale, shift, x = saved[B:]
-    grad_out = _like_layout(grad_out, branches[0] if branches else x)
+    grad_out = like_layout(grad_out, branches[0] if branches else x)
     outs = backward_fn(grad_out, branches, coef, scale, x, has_skip, has_pool, need_branch_grads, need_x_grad, backend)
     grad_branches = outs[:B] if need_branch_grads else [None] * B
     grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = outs[len(outs) - 5 :]
@@ -242,7 +167,7 @@ class _MixedEdgeEager(torch.autograd.Function):
 
     @staticmethod
     def forward(coef, scale, shift, x, has_skip, has_pool, backend, *branches):
-        return _forward_impl(list(branches), coef, scale, shift, x, has_skip, has_pool, backend)
+        return forward_pass(list(branches), coef, scale, shift, x, has_skip, has_pool, backend)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -255,73 +180,9 @@ class _MixedEdgeEager(torch.autograd.Function):
         return (grad_coef, grad_scale, grad_shift, grad_x, None, None, None, *grad_branches)
 
 
-def _like_layout(t: Tensor, like: Tensor) -> Tensor:
-    """Give ``t`` the strides of ``like`` (kernels require one layout for all operands)."""
-    if t.stride() == like.stride():
-        return t
-    out = torch.empty_like(like, dtype=t.dtype)
-    out.copy_(t)
-    return out
-
-
 # --------------------------------------------------------------------------------------
 # Public functions: validation, layout normalization, backend choice.
 # --------------------------------------------------------------------------------------
-
-
-def _check_float(name: str, t: Tensor) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-
-
-def _check_branch_list(branches) -> None:
-    # A stacked tensor would be iterated along dim 0, silently, as K slices.
-    if isinstance(branches, Tensor) or not isinstance(branches, (list, tuple)):
-        raise TypeError(f"branches must be a list or tuple of tensors, got {type(branches).__name__}")
-
-
-def _check_operands(branches: Sequence[Tensor], x: Optional[Tensor] = None, four_d: bool = True) -> None:
-    """Every branch (and x) a floating-point tensor of branch 0's shape, dtype and device."""
-    operands = [*branches, x] if x is not None else list(branches)
-    like = operands[0]
-    # One pass of cheap reads first: this runs on every edge of every step; a failure is
-    # then explained by the checks below, operand by operand.
-    if isinstance(like, Tensor) and like.is_floating_point() and (not four_d or like.dim() == 4):
-        shape, dtype, device = like.shape, like.dtype, like.device
-        if all(isinstance(t, Tensor) and t.shape == shape and t.dtype == dtype and t.device == device for t in operands):
-            return
-    named = [(f"branches[{i}]", b) for i, b in enumerate(branches)] + ([("x", x)] if x is not None else [])
-    for name, t in named:
-        _check_float(name, t)
-        if four_d and t.dim() != 4:
-            raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(t.shape)}")
-    first, like = named[0]
-    for name, t in named[1:]:
-        if t.shape != like.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, {first} has {tuple(like.shape)}")
-        if t.dtype != like.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype}, {first} has {like.dtype}")
-        if t.device != like.device:
-            raise ValueError(f"{name} is on {t.device}, {first} on {like.device}")
-
-
-def _check_coef(coef: Tensor, num_branches: int) -> None:
-    _check_float("coef", coef)
-    if coef.shape != (num_branches + 2,):
-        raise ValueError(f"coef must have shape ({num_branches + 2},) (B branches + skip + pool), got {tuple(coef.shape)}")
-
-
-def _common_layout(tensors: Sequence[Tensor]) -> List[Tensor]:
-    """One dense layout for all operands: keep contiguous / channels_last, copy anything else."""
-    first = tensors[0]
-    strides = first.stride()
-    dense = first.is_contiguous() or (first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last))
-    if dense and all(t.stride() == strides for t in tensors):
-        return list(tensors)
-    fmt = torch.channels_last if first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return [t.contiguous(memory_format=fmt) for t in tensors]
 
 
 def mixed_edge(
@@ -340,28 +201,28 @@ def mixed_edge(
     ``coef`` has B + 2 entries (the last two weigh skip and pool; pass 0 where absent).
     All tensors are 4-D (N, C, H, W).  Used by :class:`sdarts.MixedOp`.
     """
-    _check_branch_list(branches)
+    check_branch_list(branches)
     branches = list(branches)
     operands = branches + ([x] if x is not None else [])
     if not operands:
         raise ValueError("mixed_edge needs at least one branch or an input x")
-    _check_operands(branches, x)
+    check_operands(branches, x)
     like = operands[0]
     if (has_skip or has_pool) and x is None:
         raise ValueError("has_skip/has_pool need the edge input x")
-    _check_coef(coef, len(branches))
+    check_coef(coef, len(branches))
     if (scale is None) != (shift is None):
         raise ValueError("scale and shift must be given together")
     acc_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     if scale is not None:
-        _check_float("scale", scale)
-        _check_float("shift", shift)
+        check_float("scale", scale)
+        check_float("shift", shift)
         expected = (len(branches), like.shape[1])
         if scale.shape != expected or shift.shape != expected:
             raise ValueError(f"scale and shift must have shape {expected}, got {tuple(scale.shape)} and {tuple(shift.shape)}")
         scale, shift = scale.to(acc_dtype), shift.to(acc_dtype)
     chosen = backends.resolve(backend, like.device, like.dtype)
-    operands = _common_layout(operands)
+    operands = common_layout(operands)
     branches = operands[: len(branches)]
     x = operands[-1] if x is not None else None
     coef = coef.to(device=like.device, dtype=acc_dtype)
@@ -382,11 +243,11 @@ def mixed_sum(branches: Sequence[Tensor], weights: Tensor, *, backend: str = "au
         weights: 1-D tensor of K mixing weights (e.g. softmax or sigmoid of alpha).
         backend: ``"auto"`` (fastest available), ``"triton"``, ``"cuda"``, ``"cpu"`` or ``"reference"``.
     """
-    _check_branch_list(branches)
+    check_branch_list(branches)
     if len(branches) == 0:
         raise ValueError("branches must contain at least one tensor")
-    _check_operands(branches, four_d=False)
-    _check_float("weights", weights)
+    check_operands(branches, four_d=False)
+    check_float("weights", weights)
     if weights.dim() != 1 or weights.shape[0] != len(branches):
         raise ValueError(f"weights must be 1-D with one entry per branch ({len(branches)}), got shape {tuple(weights.shape)}")
     first = branches[0]

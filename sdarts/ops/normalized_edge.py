@@ -25,9 +25,8 @@ import torch
 from torch import Tensor
 
 from . import backends
-from .channel_stats import _moments
-from .mixed_sum import (_backward_pass, _check_branch_list, _check_coef, _check_operands, _common_layout, _forward_impl,
-                        _like_layout)
+from .edge_core import (backward_pass, check_branch_list, check_coef, check_operands, common_layout, forward_pass,
+                        like_layout, moments)
 
 
 def batch_stats(branches: Sequence[Tensor], eps: float, need_var: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
@@ -39,9 +38,9 @@ def batch_stats(branches: Sequence[Tensor], eps: float, need_var: bool = True) -
         mean, invstd = torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats])
         var = invstd.pow(-2).sub_(eps) if need_var else mean.new_empty(0)
         return mean, invstd, var
-    moments = [_moments(b) for b in branches]
-    mean = torch.stack([m for m, _ in moments])
-    var = torch.stack([v for _, v in moments])
+    per_branch = [moments(b) for b in branches]
+    mean = torch.stack([m for m, _ in per_branch])
+    var = torch.stack([v for _, v in per_branch])
     return mean, torch.rsqrt(var + eps), var
 
 
@@ -81,14 +80,14 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         else:
             mean, invstd, var = batch_stats(branches, eps, need_var)
             shift = torch.mul(mean, invstd).neg_()
-        out = _forward_impl(list(branches), coef, invstd, shift, x, has_skip, has_pool, backend)
+        out = forward_pass(list(branches), coef, invstd, shift, x, has_skip, has_pool, backend)
         ctx.flags = (has_skip, has_pool, backend)
         ctx.x_needs_grad = x is not None and x.requires_grad and (has_skip or has_pool)
         ctx.coef_needs_grad = coef.requires_grad
         # A branch with a recompute function is not kept: backward asks for its value again.
         ctx.recompute = recompute
         if recompute is not None:
-            first = branches[0]  # every operand has its strides and dtype (_common_layout)
+            first = branches[0]  # every operand has its strides and dtype (common_layout)
             ctx.autocast = (first.device.type, *_autocast_state(first.device.type))
             ctx.branch_layout = (first.stride(), first.dtype)
         kept = [b if recompute is None or recompute[k] is None else None for k, b in enumerate(branches)]
@@ -104,10 +103,10 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         has_skip, has_pool, backend = ctx.flags
         B = len(branches)
         count = branches[0].numel() // branches[0].shape[1]
-        grad_out = _like_layout(grad_out, branches[0])
+        grad_out = like_layout(grad_out, branches[0])
         kernels = _triton_edge_kernels(grad_out, branches)
         # With the Triton tail the mixed-sum pass only reduces; the tail writes the branch grads.
-        grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = _backward_pass(
+        grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = backward_pass(
             grad_out, branches, coef, invstd, x, has_skip, has_pool, kernels is None, ctx.x_needs_grad, backend
         )
         grad_x = grad_x if ctx.x_needs_grad else None
@@ -174,12 +173,12 @@ def mixed_normalized_edge(
     not read; their gradient is 0).  Every tensor is 4-D (N, C, H, W) of one shape, dtype and
     device (checked as in ``mixed_edge``: shape and dtype reads, no device sync); any layout.
     """
-    _check_branch_list(branches)
+    check_branch_list(branches)
     branches = list(branches)
     if not branches:
         raise ValueError("mixed_normalized_edge needs at least one branch")
-    _check_operands(branches, x)
-    _check_coef(coef, len(branches))
+    check_operands(branches, x)
+    check_coef(coef, len(branches))
     if (has_skip or has_pool) and x is None:
         raise ValueError("has_skip/has_pool need the edge input x")
     if recompute is not None:
@@ -190,7 +189,7 @@ def mixed_normalized_edge(
             recompute = None
     like = branches[0]
     chosen = backends.resolve(backend, like.device, like.dtype)
-    operands: List[Tensor] = _common_layout(branches + ([x] if x is not None else []))
+    operands: List[Tensor] = common_layout(branches + ([x] if x is not None else []))
     x = operands[-1] if x is not None else None
     acc = torch.float64 if like.dtype == torch.float64 else torch.float32
     return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, need_var, recompute,
