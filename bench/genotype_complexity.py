@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, "bench")
 from common import machine_info, uncommitted_changes, write_json  # bench/common.py
 
-from sdarts.spaces.darts_genotype import GENOTYPES, genotype_to_json, parse_genotype
+from sdarts.spaces.darts.genotype import GENOTYPES, genotype_to_json, parse_genotype
 from sdarts.train.loop import describe_model, network_for
 from sdarts.train.recipes import make_config
 

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from sdarts.benchmark_table import ACCURACY_COLUMNS, REQUIRED_COLUMNS, CellNotInTable, NB201Table
+from sdarts.spaces.nb201.table import ACCURACY_COLUMNS, REQUIRED_COLUMNS, CellNotInTable, NB201Table
 from sdarts.nb201 import NB201Cell
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -138,7 +138,7 @@ def test_from_api_reads_the_benchmark_splits(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def benchmark(request):
-    from sdarts.benchmark_table import default_table_path
+    from sdarts.nb201 import default_table_path
 
     path = default_table_path()
     try:

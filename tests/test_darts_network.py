@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sdarts.darts import GENOTYPES, Genotype, build_network, count_macs, count_parameters
-from sdarts.darts_network import Cell, drop_path
+from sdarts.darts import GENOTYPES, Genotype, build_network
+from sdarts.train import count_macs, count_parameters
+from sdarts.spaces.darts.network import Cell, drop_path
 
 SKIPS = [("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 2), ("skip_connect", 0),
          ("skip_connect", 3), ("skip_connect", 1), ("skip_connect", 4), ("skip_connect", 2)]

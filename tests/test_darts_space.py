@@ -8,7 +8,7 @@ import torch
 from sdarts.darts import GENOTYPES, DartsSupernet, Genotype, genotype_from_json, genotype_to_json, parse_genotype
 from sdarts.mixed_op import MixedOp
 from sdarts.primitives import DARTS
-from sdarts.spaces.darts_genotype import derive_cell
+from sdarts.spaces.darts.genotype import derive_cell
 
 
 def small_supernet(**kwargs):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdarts.benchmark_table import NB201Table
+from sdarts.nb201 import NB201Table
 from sdarts.data import load_dataset, load_split_file
 from sdarts.data.datasets import _jpeg_split
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sdarts.benchmark_table import ACCURACY_COLUMNS
+from sdarts.nb201 import ACCURACY_COLUMNS
 from sdarts.cli import plot, search
 from sdarts.primitives import NB201
-from sdarts.spaces.nb201_genotype import NB201Cell
+from sdarts.nb201 import NB201Cell
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import sys
 import pytest
 import torch
 
-from sdarts.benchmark_table import ACCURACY_COLUMNS
+from sdarts.nb201 import ACCURACY_COLUMNS
 from sdarts.cli import search as cli
 from sdarts.primitives import NB201
 from sdarts.search.strategies import STRATEGIES, SearchStrategy
-from sdarts.spaces.nb201_genotype import NB201Cell
+from sdarts.nb201 import NB201Cell
 
 # A tiny NB201 supernet (C=4, one cell per stage) on 16-image batches, 2 steps per epoch.
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "16", "--max-steps-per-epoch", "2",

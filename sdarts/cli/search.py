@@ -306,7 +306,7 @@ def build_lookup(path: Optional[str]):
     """Each epoch's cell -> its benchmark accuracies (None, with a warning, for a missing cell)."""
     if path is None:
         return None
-    from ..benchmark_table import ACCURACY_COLUMNS, NB201Table
+    from ..spaces.nb201.table import ACCURACY_COLUMNS, NB201Table
 
     table = NB201Table.from_csv(path)
     warned = set()
@@ -325,7 +325,7 @@ def build_lookup(path: Optional[str]):
 
 
 def table_hint() -> Optional[str]:
-    from ..benchmark_table import default_table_path
+    from ..spaces.nb201.table import default_table_path
 
     path = default_table_path()
     return f"{PROG}: hint: pass --nb201-table {path} to look each derived cell up in NAS-Bench-201" if os.path.isfile(path) else None

@@ -24,7 +24,7 @@ from typing import Callable, List, NoReturn, Optional
 
 from ..search.checkpoint import CheckpointError
 from ..search.run_dir import RunDirError
-from ..spaces.darts_genotype import GENOTYPES, genotype_to_json, parse_genotype
+from ..spaces.darts.genotype import GENOTYPES, genotype_to_json, parse_genotype
 from ..train.data import DataError
 from ..train.loop import TrainError, check_device, evaluate_checkpoint, fit, read_run_config
 from ..train.recipes import CIFAR, DATASETS, IMAGENET, SCHEDULES, TrainConfig, make_config, network_problem, recipe

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Tuple
 
 from ..primitives import DARTS, NB201, PrimitiveSet
 from .base import Supernet
-from .nb201_genotype import EDGE_NAMES as NB201_EDGE_NAMES
+from .nb201.genotype import EDGE_NAMES as NB201_EDGE_NAMES
 
 
 def _darts_edge_names(steps: int = 4) -> Tuple[str, ...]:
@@ -31,7 +31,7 @@ def _darts_str(genotype) -> str:
 
 
 def _darts_json(genotype) -> object:
-    from .darts_genotype import genotype_to_json
+    from .darts.genotype import genotype_to_json
 
     return genotype_to_json(genotype)
 
@@ -60,12 +60,12 @@ class SearchSpace:
 
 SPACES: Dict[str, SearchSpace] = {
     "nb201": SearchSpace(
-        "nb201", "sdarts.spaces.nb201", "NB201Supernet", NB201,
+        "nb201", "sdarts.spaces.nb201.models", "NB201Supernet", NB201,
         edges={"alpha": NB201_EDGE_NAMES},
         derive_skips_none=False, genotype_str=_nb201_str, genotype_json=_nb201_str,
     ),
     "darts": SearchSpace(
-        "darts", "sdarts.spaces.darts", "DartsSupernet", DARTS,
+        "darts", "sdarts.spaces.darts.supernet", "DartsSupernet", DARTS,
         edges={"alpha_normal": _darts_edge_names(), "alpha_reduce": _darts_edge_names()},
         derive_skips_none=True, genotype_str=_darts_str, genotype_json=_darts_json,
     ),

@@ -2,15 +2,7 @@
 
 from .augment import cutout
 from .complexity import count_macs, count_parameters
+from .loop import evaluate_checkpoint, fit
 from .recipes import TrainConfig, make_config, recipe
 
 __all__ = ["TrainConfig", "count_macs", "count_parameters", "cutout", "evaluate_checkpoint", "fit", "make_config", "recipe"]
-
-
-def __getattr__(name):
-    # The loop imports sdarts.darts, which imports the counters above: load it on first use.
-    if name in ("fit", "evaluate_checkpoint"):
-        from . import loop
-
-        return getattr(loop, name)
-    raise AttributeError(name)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..darts import build_network, parse_genotype
+from ..spaces.darts import build_network, parse_genotype
 from ..search.checkpoint import CheckpointError, first_nonfinite, load_checkpoint
 from ..search.distributed import DistContext, all_reduce_, init_from_env, shutdown
 from ..search.run_dir import RunDir, RunDirError

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..darts_network import CifarStem, ImageNetStem, reduction_cells
-from ..mixed_op import MixedOp
-from ..primitives import DARTS, FactorizedReduce, ReLUConvBN
-from .base import Supernet
-from .darts_genotype import Genotype, derive_genotype
+from .network import CifarStem, ImageNetStem, reduction_cells
+from ...mixed_op import MixedOp
+from ...primitives import DARTS, FactorizedReduce, ReLUConvBN
+from ..base import Supernet
+from .genotype import Genotype, derive_genotype
 
 
 def num_edges(steps: int) -> int:

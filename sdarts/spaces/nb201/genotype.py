@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
-from ..primitives import NB201
+from ...primitives import NB201
 
 NUM_NODES = 4
 # (to, from) for every edge, in the benchmark's string order.

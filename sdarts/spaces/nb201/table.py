@@ -3,7 +3,7 @@
 The table is read from a CSV with one row per cell (``arch_str``, ``index`` and accuracy
 columns, in percent), e.g. ``nb201/nb201_200ep_accuracies.csv`` of the project's shared data,
 or built from the official API file when ``nats_bench`` (or the older ``nas_201_api``) is
-installed.  Cells are keyed by their canonical :class:`~sdarts.spaces.nb201_genotype.NB201Cell`,
+installed.  Cells are keyed by their canonical :class:`~sdarts.spaces.nb201.genotype.NB201Cell`,
 so any spelling that parses to the same cell finds the same row.
 """
 
@@ -14,8 +14,8 @@ import inspect
 import os
 from typing import Dict, Iterator, List, Union
 
-from .data.locate import shared_data_dir
-from .spaces.nb201_genotype import NB201Cell
+from ...data.locate import shared_data_dir
+from .genotype import NB201Cell
 
 ACCURACY_COLUMNS = (
     "cifar10_valid",

@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..mixed_op import MixedOp
-from ..primitives import NB201, ReLUConvBN
-from .base import Supernet
-from .nb201_genotype import EDGE_NAMES, EDGES, NUM_NODES, NB201Cell
+from ...mixed_op import MixedOp
+from ...primitives import NB201, ReLUConvBN
+from ..base import Supernet
+from .genotype import EDGE_NAMES, EDGES, NUM_NODES, NB201Cell
 
 
 class ResNetBasicBlock(nn.Module):

@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from ..primitives import DARTS, PrimitiveSet
+from ...primitives import DARTS, PrimitiveSet
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 

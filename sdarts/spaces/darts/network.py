@@ -9,13 +9,13 @@ epoch) drops whole non-identity paths of each sample.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from .primitives import DARTS, FactorizedReduce, ReLUConvBN
-from .spaces.darts_genotype import Genotype, validate_genotype
+from ...primitives import DARTS, FactorizedReduce, ReLUConvBN
+from .genotype import Genotype, parse_genotype, validate_genotype
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -197,3 +197,25 @@ class NetworkImageNet(_Network):
 
     def __init__(self, genotype: Genotype, C: int = 48, num_classes: int = 1000, layers: int = 14, auxiliary: bool = True):
         super().__init__(genotype, C, num_classes, layers, auxiliary, ImageNetStem(3, C), C, AuxiliaryHeadImageNet)
+
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+def build_network(genotype: Union[Genotype, str, dict], dataset: str = "cifar10", C: int = 36, layers: int = 20,
+                  auxiliary: bool = True, drop_path_prob: float = 0.0, num_classes: Optional[int] = None):
+    """The discrete network of ``genotype`` (anything :func:`parse_genotype` reads).
+
+    ``dataset``: ``"cifar10"``/``"cifar100"`` give :class:`NetworkCIFAR` (32x32 inputs),
+    ``"imagenet"`` :class:`NetworkImageNet` (224x224; the usual setting is C=48, layers=14).
+    ``num_classes`` overrides the dataset's class count (for other data of the same shape).
+    """
+    if dataset not in NUM_CLASSES:
+        raise ValueError(f"dataset must be one of {sorted(NUM_CLASSES)}, got {dataset!r}")
+    if not 0.0 <= drop_path_prob < 1.0:
+        raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
+    genotype = parse_genotype(genotype)
+    num_classes = NUM_CLASSES[dataset] if num_classes is None else num_classes
+    cls = NetworkImageNet if dataset == "imagenet" else NetworkCIFAR
+    net = cls(genotype, C=C, num_classes=num_classes, layers=layers, auxiliary=auxiliary)
+    net.drop_path_prob = drop_path_prob
+    return net
