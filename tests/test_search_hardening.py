@@ -16,7 +16,7 @@ import torch
 from sdarts.cli import search as cli
 from sdarts.search.decision import UNDECIDED_MARGIN, edge_decisions, verdict
 from sdarts.search.loop import Searcher
-from sdarts.search.run_dir import RunDir, RunDirBusy
+from sdarts.run.run_dir import RunDir, RunDirBusy
 from sdarts.search.strategies import SearchStrategy
 
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "16", "--max-steps-per-epoch", "2",
@@ -46,7 +46,7 @@ def metrics(run_dir):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from sdarts.search.run_dir import RunDir
+    from sdarts.run.run_dir import RunDir
     RunDir(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(600)
@@ -277,7 +277,7 @@ def test_a_binary_split_file_or_table_names_flag_and_file(tmp_path, capsys, monk
 def test_a_full_disk_while_writing_a_run_file_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
     import errno
 
-    from sdarts.search import run_dir as run_dir_module
+    from sdarts.run import run_dir as run_dir_module
 
     with RunDir(tmp_path / "run") as run:
         run.write_config({"a": 1})

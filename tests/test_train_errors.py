@@ -26,7 +26,7 @@ import torch
 
 from sdarts.cli.train import build_parser
 from sdarts.cli.train import main as train_main
-from sdarts.search.run_dir import RunDir
+from sdarts.run import RunDir
 from sdarts.train import loop
 
 PROG = "sdarts-train: error: "

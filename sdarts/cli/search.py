@@ -27,11 +27,11 @@ import sdarts
 from ..data.datasets import DATASET_NAMES
 from ..ops import backends
 from ..primitives import DARTS, NB201
-from ..search import distributed
-from ..search.checkpoint import CheckpointError, first_nonfinite
+from ..run import distributed
+from ..run.checkpoint import CheckpointError, first_nonfinite
 from ..search.decision import edge_decisions, verdict
 from ..search.loop import NonFiniteLoss, SearchData, Searcher
-from ..search.run_dir import RunDir, RunDirError
+from ..run.run_dir import RunDir, RunDirError
 from ..spaces.base import default_alpha_init
 from .args import finite_float, given_on_command_line
 from ..search.strategies import STRATEGIES, build_strategy

@@ -22,8 +22,8 @@ import os
 import sys
 from typing import Callable, List, NoReturn, Optional
 
-from ..search.checkpoint import CheckpointError
-from ..search.run_dir import RunDirError
+from ..run.checkpoint import CheckpointError
+from ..run.run_dir import RunDirError
 from ..spaces.darts.genotype import GENOTYPES, genotype_to_json, parse_genotype
 from ..train.data import DataError
 from ..train.loop import TrainError, check_device, evaluate_checkpoint, fit, read_run_config

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from ..spaces import SearchSpace
 from ..spaces.base import Supernet
-from . import distributed
-from .checkpoint import capture_rng_state, first_nonfinite, restore_rng_state
+from ..run import distributed
+from ..run.checkpoint import capture_rng_state, first_nonfinite, restore_rng_state
 from .graphed_step import GraphedStep
 from .metrics import EpochMeter, finite_or_none
-from .run_dir import RunDir
+from ..run.run_dir import RunDir
 from .strategies import Batch, SearchStrategy, StepOutput, full_precision
 
 CHECKPOINT_FORMAT = 1

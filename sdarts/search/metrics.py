@@ -7,10 +7,8 @@ back once.  Under DDP the sums are all-reduced before reading, so every rank see
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -22,7 +20,7 @@ Reduce = Callable[[Sequence[Tensor], str], None]  # in-place all-reduce of tenso
 class EpochMeter:
     """Running sums of one epoch (training or evaluation) on ``device``.
 
-    ``reduce``: in-place all-reduce (``sdarts.search.distributed``) when several processes
+    ``reduce``: in-place all-reduce (``sdarts.run.distributed``) when several processes
     share the epoch; None in a single process.
     """
 
@@ -87,18 +85,3 @@ class EpochMeter:
 def finite_or_none(value: float) -> Optional[float]:
     """JSON has no NaN: non-finite figures are written as null."""
     return value if math.isfinite(value) else None
-
-
-def read_metrics(path: os.PathLike) -> List[dict]:
-    """The records of a ``metrics.jsonl`` (one JSON object per line), in order."""
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
-    return records

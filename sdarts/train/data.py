@@ -18,7 +18,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 
 from ..data import DatasetArrays, load_dataset, make_loader, shared_data_dir
-from ..search.distributed import DistContext
+from ..run.distributed import DistContext
 from .imagenet_data import ImageNetLoader
 from .recipes import TrainConfig
 

@@ -36,9 +36,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..spaces.darts import build_network, parse_genotype
-from ..search.checkpoint import CheckpointError, first_nonfinite, load_checkpoint
-from ..search.distributed import DistContext, all_reduce_, init_from_env, shutdown
-from ..search.run_dir import RunDir, RunDirError
+from ..run.checkpoint import CheckpointError, first_nonfinite, load_checkpoint
+from ..run.distributed import DistContext, all_reduce_, init_from_env, shutdown
+from ..run.run_dir import RunDir, RunDirError
 from .augment import cutout
 from .complexity import count_macs, count_parameters
 from .data import DataError, TrainData, data_problem, load_train_data

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .metrics import read_metrics
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -42,6 +41,22 @@ def _write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+
+def read_metrics(path: os.PathLike) -> List[dict]:
+    """The records of a ``metrics.jsonl`` (one JSON object per line), in order."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
+    return records
 
 
 class RunDirError(RuntimeError):
