@@ -21,20 +21,17 @@ Design:
 
 from __future__ import annotations
 
-import os
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
+from . import INTERPRETED
+
 MAX_BRANCHES = 8
 _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_GRID_Z = 65535  # CUDA limit on gridDim.z, which holds the batch index
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 # --------------------------------------------------------------------------- jit helpers
@@ -483,7 +480,7 @@ def mixed_backward(
     n_tiles = triton.cdiv(HW, bhw)
     n_cb = triton.cdiv(C, bc)
     if split is None:
-        if _interpreting() or dev.type != "cuda":
+        if INTERPRETED or dev.type != "cuda":
             split = 1  # the interpreter runs programs one by one: fewer is faster
         else:
             # Enough programs to fill the GPU a few times over, each looping over several
