@@ -5,17 +5,19 @@ clip 5 on the weights, SGD (lr 0.025, momentum 0.9, weight decay 3e-4) on the we
 Adam (lr 3e-4, betas (0.5, 0.999)) on alpha, both from the same batch.  Inputs are one fixed
 random batch already on the device, so data loading is not timed (see search_e2e.py).
 
-Variants (``--variants``; each row says which backend ``auto`` picked):
+Variants (``--variants``; each row says which backend ``auto`` picked), in the default order:
+the four that decide the design first, the Triton first-compile ones later:
   plain           the original-code supernet: ``fused=False``, eager, float32, NCHW
-  plain-compile   plain + ``torch.compile`` of the model
+  engine          the fused engine, backend ``auto`` (what ``sdarts-search`` runs)
+  cuda-graph      engine with the whole step (optimizers included, Adam ``capturable=True``)
+                  captured once as a CUDA graph and replayed (GPU only)
   plain-cuda-graph  plain, the whole step captured as a CUDA graph (GPU only): what graphs alone give
+  plain-compile   plain + ``torch.compile`` of the model
   engine-<b>      the fused engine with backend b (every available one; reference too)
   channels-last   engine (auto backend) on channels_last tensors
   amp             engine + bfloat16 autocast
   fused-opt       engine + fused SGD/Adam kernels (``fused=True``)
   compile         engine + ``torch.compile`` of the model
-  cuda-graph      engine with the whole step (optimizers included, Adam ``capturable=True``)
-                  captured once as a CUDA graph and replayed (GPU only)
   all-fast        channels-last + amp + fused-opt + cuda-graph (GPU only)
   triton-edge     engine with the folded edges' backward tail as two Triton kernels
                   (``sdarts.ops.normalized_edge.use_triton_edge_kernels``; off by default until measured)
@@ -30,13 +32,23 @@ memory on GPU; peak RSS of a fresh process per variant on CPU, and what the step
 resident set: peak RSS minus the RSS right before the first step), and the projected wall time of
 a 50-epoch search at that speed (``--epoch-images`` per epoch: 25,000 for the CIFAR half split;
 for ``darts-imagenet`` 128,116 = 10% of ImageNet-1k train as in PC-DARTS), steps only.
-On CPU (and for compile variants on GPU) each variant runs in its own process so that
-peaks do not mix and a stuck compile can be timed out.
+Isolation (``--isolate auto``): on CPU (and for compile variants on GPU) each variant runs in
+its own process, so that peaks do not mix and a stuck compile can be timed out; on GPU the
+variants run one after another in one worker process (module load, CUDA context and cuDNN
+autotuning paid once), which is replaced after any variant that fails, dies or times out, so
+that a sticky CUDA error (an illegal address, say) cannot spoil the variants after it.
 
 A row is ``skipped`` (with the reason) only when its variant cannot run here (``unavailable``:
-a CUDA-only variant without a GPU, a backend this machine lacks).  A variant that raises, dies
-or times out is ``failed`` with its error, is listed in the result's ``failed``, and makes the
-script exit with status 1.
+a CUDA-only variant without a GPU, a backend this machine lacks).  A variant that raises (any
+``Exception``: Triton's compile and out-of-resources errors derive from it), dies or times out
+is ``failed`` with its error, is listed in the result's ``failed``, and makes the script exit
+with status 1.  Each row is printed (a markdown table row, under the table's heading printed
+first) and saved (the JSON rewritten) as soon as it is measured, so a run cut short by a
+timeout keeps every row so far.
+
+Testing the isolation: ``SDARTS_BENCH_FAIL=VARIANT:MODE[,...]`` makes the named variant fail
+where it runs (MODE ``raise``: a plain ``Exception`` subclass; ``exit``: the process dies;
+``hang``: it sleeps past any timeout).
 
     python bench/search_step.py --space nb201 --device cuda --json step_nb201.json
     python bench/search_step.py --space darts-imagenet --device cuda --variants plain engine-cuda all-fast
@@ -45,11 +57,16 @@ script exit with status 1.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
 import math
+import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -104,27 +121,38 @@ class Variant:
 def all_variants() -> Dict[str, Variant]:
     """Every variant by name, whether or not it can run here."""
     engine = Variant("engine")
+    # The order is the default run order: what decides the design first (plain against the
+    # engine, eager and replayed from a CUDA graph), the Triton first-compile variants later.
     table = {
         "plain": Variant("plain", fused=False, backend="reference"),
-        "plain-compile": Variant("plain-compile", fused=False, backend="reference", compile=True),
+        "engine": engine,
+        "cuda-graph": replace(engine, name="cuda-graph", cuda_graph=True),
         "plain-cuda-graph": Variant("plain-cuda-graph", fused=False, backend="reference", cuda_graph=True),
     }
-    for b in ("cuda", "triton", "cpu", "reference"):
-        table[f"engine-{b}"] = Variant(f"engine-{b}", backend=b)
+    table["all-fast"] = replace(engine, name="all-fast", channels_last=True, amp=True, fused_opt=True, cuda_graph=True)
     table["channels-last"] = replace(engine, name="channels-last", channels_last=True)
     table["amp"] = replace(engine, name="amp", amp=True)
     table["fused-opt"] = replace(engine, name="fused-opt", fused_opt=True)
-    table["compile"] = replace(engine, name="compile", compile=True)
-    table["cuda-graph"] = replace(engine, name="cuda-graph", cuda_graph=True)
     table["recompute"] = replace(engine, name="recompute", recompute=True)
     table["recompute-cl"] = replace(engine, name="recompute-cl", recompute=True, channels_last=True)
-    table["triton-edge"] = replace(engine, name="triton-edge", triton_edge=True)
-    table["cuda-graph-edge"] = replace(engine, name="cuda-graph-edge", cuda_graph=True, triton_edge=True)
     table["recompute-sep-cl"] = replace(engine, name="recompute-sep-cl", recompute=SEP_CONVS, channels_last=True)
     table["recompute-1x1"] = replace(engine, name="recompute-1x1", recompute=("nor_conv_1x1",))
     table["recompute-1x1-cl"] = replace(engine, name="recompute-1x1-cl", recompute=("nor_conv_1x1",), channels_last=True)
-    table["all-fast"] = replace(engine, name="all-fast", channels_last=True, amp=True, fused_opt=True, cuda_graph=True)
+    for b in ("cuda", "cpu", "reference", "triton"):
+        table[f"engine-{b}"] = Variant(f"engine-{b}", backend=b)
+    # Triton JIT-compiles on first use (seconds per kernel configuration): late in the order.
+    table["cuda-graph-edge"] = replace(engine, name="cuda-graph-edge", cuda_graph=True, triton_edge=True)
+    table["triton-edge"] = replace(engine, name="triton-edge", triton_edge=True)
+    table["plain-compile"] = Variant("plain-compile", fused=False, backend="reference", compile=True)
+    table["compile"] = replace(engine, name="compile", compile=True)
     return table
+
+
+def default_variants(device: torch.device) -> List[str]:
+    """Every variant that runs on ``device``, in table order, without the ``engine-<b>`` that
+    duplicates ``engine`` (the backend ``auto`` picks here)."""
+    auto = f"engine-{backends.resolve('auto', device, torch.float32)}"
+    return [n for n, v in all_variants().items() if runs_on(v, device) and n != auto]
 
 
 def unavailable(variant: Variant, device: torch.device) -> Optional[str]:
@@ -228,8 +256,28 @@ def captured_step(step, x, y, w_opt, a_opt, warmup: int):
     return replay
 
 
+class InjectedFailure(Exception):
+    """What ``SDARTS_BENCH_FAIL=VARIANT:raise`` raises: a plain ``Exception`` subclass, as
+    Triton's compile and out-of-resources errors are."""
+
+
+def injected_failure(name: str) -> None:
+    """Fail as ``SDARTS_BENCH_FAIL`` asks for this variant (see the module docstring)."""
+    for item in filter(None, os.environ.get("SDARTS_BENCH_FAIL", "").split(",")):
+        variant, _, mode = item.partition(":")
+        if variant != name:
+            continue
+        if mode == "exit":
+            print(f"injected failure (SDARTS_BENCH_FAIL={item}): process exits", file=sys.stderr, flush=True)
+            os._exit(3)
+        if mode == "hang":
+            time.sleep(3600)
+        raise InjectedFailure(f"injected failure (SDARTS_BENCH_FAIL={item})")
+
+
 def run_variant(args, variant: Variant, device: torch.device) -> Dict[str, object]:
     """Build, warm up and time one variant in this process."""
+    injected_failure(variant.name)
     if device.type == "cuda":
         gc.collect()  # the previous in-process variant's model and graph pool go first
         torch.cuda.empty_cache()
@@ -291,19 +339,106 @@ def run_isolated(args, name: str) -> Dict[str, object]:
     return {"variant": name, "failed": f"exit {proc.returncode}: {tail[:300]}"}
 
 
-def isolate(args, variant: Variant, device: torch.device) -> bool:
-    if args.isolate == "always":
-        return True
-    if args.isolate == "never":
-        return False
-    return device.type == "cpu" or variant.compile
+def worker_argv(args) -> List[str]:
+    return child_argv(args, "-")[:2] + ["--worker"] + child_argv(args, "-")[4:]
 
 
-def measure(args, name: str, variant: Variant, device: torch.device) -> Dict[str, object]:
-    """One row: timed, or failed with its error.  A variant that raises (out of memory
-    included) is a failure to report, never a skip: skips are decided by `unavailable` alone."""
-    if isolate(args, variant, device):
+class Worker:
+    """A child process that runs the variants named on its stdin one after another and prints
+    each row (``CHILD_MARK`` + JSON); it exits after a failed variant.  Its stderr passes
+    through to ours (the last lines are kept for the row of a child that dies)."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen(worker_argv(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.err_tail: "collections.deque[str]" = collections.deque(maxlen=20)
+        self._readers = [threading.Thread(target=self._read_out, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for t in self._readers:
+            t.start()
+
+    def _read_out(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_err(self) -> None:
+        for line in self.proc.stderr:
+            sys.stderr.write(line)
+            if line.strip():
+                self.err_tail.append(line.rstrip())
+
+    def run(self, name: str, timeout: float) -> Dict[str, object]:
+        try:
+            self.proc.stdin.write(name + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it died before: its end of the pipe is closed; the EOF below says how
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.close(kill=True)
+                return {"variant": name, "failed": f"timed out after {timeout:.0f} s"}
+            if line is None:  # the worker died without a row
+                rc = self.proc.wait()
+                self._readers[1].join(timeout=5)
+                tail = self.err_tail[-1] if self.err_tail else "no output"
+                return {"variant": name, "failed": f"exit {rc}: {tail[:300]}"}
+            if line.startswith(CHILD_MARK):
+                return json.loads(line[len(CHILD_MARK):])
+            sys.stderr.write(line)  # anything else the child printed
+
+    def close(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                try:
+                    self.proc.stdin.close()
+                    self.proc.wait(timeout=30)
+                except (OSError, subprocess.TimeoutExpired):
+                    self.proc.kill()
+        self.proc.wait()
+
+
+def worker_main(args, device: torch.device) -> None:
+    """``--worker``: run the variants named on stdin, one row each; stop after a failure."""
+    table = all_variants()
+    for line in sys.stdin:
+        name = line.strip()
+        if not name:
+            continue
+        try:
+            row = run_variant(args, table[name], device)
+        except Exception as err:  # noqa: BLE001 - every error becomes the row's verdict
+            print(CHILD_MARK + json.dumps({"variant": name, "failed": failure(err)}), flush=True)
+            return  # a sticky CUDA error would spoil the next variant: the parent starts a fresh worker
+        print(CHILD_MARK + json.dumps(row), flush=True)
+
+
+def isolation(args, variant: Variant, device: torch.device) -> str:
+    """How this variant runs: "process" (a fresh one), "worker" (the shared child) or "inline"."""
+    if args.isolate == "auto":
+        return "process" if device.type == "cpu" or variant.compile else "worker"
+    return {"always": "process", "never": "inline", "worker": "worker"}[args.isolate]
+
+
+def measure(args, name: str, variant: Variant, device: torch.device, pool: Dict[str, Worker]) -> Dict[str, object]:
+    """One row: timed, or failed with its error.  A variant that raises (out of memory and
+    Triton's compile errors included) is a failure to report, never a skip: skips are decided
+    by `unavailable` alone.  ``pool`` holds the worker process, if one is running."""
+    how = isolation(args, variant, device)
+    if how == "process":
         return run_isolated(args, name)
+    if how == "worker":
+        worker = pool.get("worker") or pool.setdefault("worker", Worker(args))
+        row = worker.run(name, args.variant_timeout)
+        if "failed" in row:
+            pool.pop("worker").close(kill=True)  # never reused after a failure
+        return row
     try:
         return run_variant(args, variant, device)
     except Exception as err:  # noqa: BLE001 - every error becomes the row's verdict
@@ -333,10 +468,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=50, help="epochs of the projected search time")
     parser.add_argument("--epoch-images", type=int, default=None,
                         help="images per epoch for the projection (default 25000; 128116 for darts-imagenet)")
-    parser.add_argument("--isolate", choices=("auto", "always", "never"), default="auto",
-                        help="run variants in fresh processes (auto: every variant on CPU, compile variants on GPU)")
-    parser.add_argument("--variant-timeout", type=float, default=600.0, help="seconds allowed to an isolated variant")
+    parser.add_argument("--isolate", choices=("auto", "always", "worker", "never"), default="auto",
+                        help="always: each variant in a fresh process; worker: one child process for the variants, "
+                        "replaced after a failure; never: in this process; auto (default): always on CPU and for "
+                        "compile variants, worker for the rest on GPU")
+    parser.add_argument("--variant-timeout", type=float, default=600.0,
+                        help="seconds allowed to a variant run in a child process")
     parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: variants from stdin
     args = parser.parse_args(argv)
     imagenet = args.space == "darts-imagenet"
     args.batch_size = args.batch_size or (96 if imagenet else 64)
@@ -360,28 +499,42 @@ def main(argv=None) -> Dict[str, object]:
     if args.child:
         print(CHILD_MARK + json.dumps(run_variant(args, table[args.child], device)), flush=True)
         return {}
-    names = args.variants or [n for n, v in table.items() if runs_on(v, device)]
+    if args.worker:
+        worker_main(args, device)
+        return {}
+    names = args.variants or default_variants(device)
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"--variants: unknown {unknown}; known: {list(table)}")
     result: Dict[str, object] = {
         "machine": machine_info(device),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("json", "child")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("json", "child", "worker")},
         "rows": [],
+        "failed": [],
     }
     log(f"{device_name(device)}: {args.space} search step, batch {args.batch_size}, {args.image_size}x{args.image_size}")
-    for name in names:
-        reason = unavailable(table[name], device)
-        row = measure(args, name, table[name], device) if reason is None else {"variant": name, "skipped": reason}
-        row.setdefault("options", table[name].options())
-        result["rows"].append(row)
-        _add_speedups(result["rows"])
-        write_json(args.json, result)
-        log(f"  {name:14s} " + (f"{row['ms']:9.1f} ms/step" if "ms" in row else
-                                 f"FAILED {row['failed']}" if "failed" in row else f"skipped: {row['skipped']}"))
-    result["failed"] = [r["variant"] for r in result["rows"] if "failed" in r]
+    columns = table_columns(args, device)
+    print(table_heading(args, device))
+    print(markdown_table([], columns))  # header and rule now, each row as it is measured
+    sys.stdout.flush()
+    pool: Dict[str, Worker] = {}
+    try:
+        for name in names:
+            reason = unavailable(table[name], device)
+            row = measure(args, name, table[name], device, pool) if reason is None else {"variant": name, "skipped": reason}
+            row.setdefault("options", table[name].options())
+            result["rows"].append(row)
+            _add_speedups(result["rows"])
+            result["failed"] = [r["variant"] for r in result["rows"] if "failed" in r]
+            write_json(args.json, result)
+            print(markdown_table([table_row(row)], columns).splitlines()[-1], flush=True)
+    finally:
+        for worker in pool.values():
+            worker.close()
     write_json(args.json, result)
-    print_table(result, args, device)
+    if result["failed"]:
+        print(f"\nFAILED variants: {', '.join(result['failed'])}")
+    sys.stdout.flush()
     return result
 
 
@@ -395,22 +548,24 @@ def _add_speedups(rows: List[Dict[str, object]]) -> None:
                     r[key.replace("_mb", "_vs_plain")] = r[key] / plain[key]
 
 
-def print_table(result: Dict[str, object], args, device: torch.device) -> None:
+def table_columns(args, device: torch.device) -> List[tuple]:
     peak = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
     columns = [("variant", "variant"), ("backend", "backend"), ("options", "options"), ("ms", "ms/step", 1),
                ("speedup", "x plain"), ("images_per_s", "img/s", 0), ("peak_mb", peak, 0), ("peak_vs_plain", "peak / plain")]
     if device.type == "cpu":
         columns += [("step_mb", "step MB (peak - RSS before)", 0), ("step_vs_plain", "step MB / plain")]
-    columns += [("projected_min", f"{args.epochs} ep (min)", 1), ("note", "note")]
-    print(f"\n## {args.space} search step on {device_name(device)}: batch {args.batch_size}, "
-          f"{args.image_size}x{args.image_size}, median of {args.steps} after {args.warmup} warm-up "
-          f"(projection: {args.epoch_images} images/epoch, steps only)\n")
-    rows = [dict(r, note=f"FAILED: {r['failed']}" if "failed" in r else f"skipped: {r['skipped']}" if "skipped" in r
-                 else None) for r in result["rows"]]
-    print(markdown_table(rows, columns))
-    if result.get("failed"):
-        print(f"\nFAILED variants: {', '.join(result['failed'])}")
-    sys.stdout.flush()
+    return columns + [("projected_min", f"{args.epochs} ep (min)", 1), ("note", "note")]
+
+
+def table_heading(args, device: torch.device) -> str:
+    return (f"\n## {args.space} search step on {device_name(device)}: batch {args.batch_size}, "
+            f"{args.image_size}x{args.image_size}, median of {args.steps} after {args.warmup} warm-up "
+            f"(projection: {args.epoch_images} images/epoch, steps only)\n")
+
+
+def table_row(row: Dict[str, object]) -> Dict[str, object]:
+    note = f"FAILED: {row['failed']}" if "failed" in row else f"skipped: {row['skipped']}" if "skipped" in row else None
+    return dict(row, note=note)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 
 from sdarts.cli import search as cli
 from sdarts.search import loop
-from sdarts.search.graphed_step import GraphedStep
+from sdarts.search.graphed_step import CudaGraphCaptureError, GraphedStep
 from sdarts.search.loop import SearchData, Searcher
 from sdarts.search.strategies import build_strategy
 from sdarts.spaces import build_supernet, get_space
@@ -228,10 +228,6 @@ def test_a_failed_capture_warns_and_the_search_goes_on_eagerly():
     outs_eager = run_steps(lambda bw, ba: eager[1].step(eager[0], bw, ba), eager[1], batches, [0.025] * 5)
     ours = make("single")
     step, backend = graphed(*ours, warmup=2)
-
-    def refuse(graph, fn):
-        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
-
     backend.capture = refuse
     with pytest.warns(RuntimeWarning, match="capture failed; continuing with eager steps .RuntimeError: operation not permitted"):
         outs_graphed = run_steps(step, ours[1], batches, [0.025] * 5)
@@ -239,6 +235,50 @@ def test_a_failed_capture_warns_and_the_search_goes_on_eagerly():
     assert (backend.side_steps, backend.replays) == (2, 0)
     assert_same_outputs(outs_graphed, outs_eager)
     assert_same_state(ours, eager)
+
+
+def refuse(graph, fn):
+    raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+
+def test_a_failed_capture_in_strict_mode_raises_with_the_reason_and_ran_nothing():
+    """on_failure="raise" (``--cuda-graph-strict``): the first capture that fails stops the
+    run with the reason; the capture ran nothing, so the state is that of the warm-up steps."""
+    batches = [(batch(i), batch(i)) for i in range(3)]
+    eager = make("single")
+    run_steps(lambda bw, ba: eager[1].step(eager[0], bw, ba), eager[1], batches[:2], [0.025] * 2)
+    ours = make("single")
+    backend = EmulatedGraphs(*ours)
+    step = GraphedStep(*ours, warmup=2, backend=backend, on_failure="raise")
+    backend.capture = refuse
+    run_steps(step, ours[1], batches[:2], [0.025] * 2)  # the two warm-up steps, eager
+    with pytest.raises(CudaGraphCaptureError, match=r"^CUDA graph capture failed at capture 1 "
+                       r"\(RuntimeError: operation not permitted when stream is capturing\)$"):
+        step(*batches[2])
+    assert step.failure == "RuntimeError: operation not permitted when stream is capturing"
+    assert isinstance(CudaGraphCaptureError("x"), RuntimeError)
+    assert (backend.side_steps, backend.replays, step.captures) == (2, 0, 0)
+    assert_same_state(ours, eager)
+
+
+def test_strict_mode_replays_exactly_as_the_default_mode_when_captures_succeed():
+    batches = [(batch(i), batch(i)) for i in range(6)]
+    lrs = [0.025] * 3 + [0.02] * 3
+    outs = []
+    for on_failure in ("warn", "raise"):
+        ours = make("single")
+        backend = EmulatedGraphs(*ours)
+        step = GraphedStep(*ours, warmup=1, backend=backend, on_failure=on_failure)
+        outs.append((run_steps(step, ours[1], batches, lrs), ours))
+        assert (backend.captures, backend.replays, step.failure) == (2, 5, None)
+    assert_same_outputs(outs[0][0], outs[1][0])
+    assert_same_state(outs[0][1], outs[1][1])
+
+
+def test_on_failure_must_be_warn_or_raise():
+    model, strategy = make("single")
+    with pytest.raises(ValueError, match=r"on_failure must be one of \('warn', 'raise'\), got 'ignore'"):
+        GraphedStep(model, strategy, backend=EmulatedGraphs(model, strategy), on_failure="ignore")
 
 
 @pytest.mark.parametrize("case", ["cpu-model", "adam-not-capturable", "grad-sync", "bilevel-second", "warmup"])
@@ -295,6 +335,24 @@ def test_the_search_loop_with_cuda_graph_matches_the_eager_loop(monkeypatch):
     assert_same_state(ours, eager)
 
 
+def test_the_strict_search_loop_stops_at_the_first_failed_capture(monkeypatch):
+    model, strategy = make("bilevel")
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(strategy.w_optimizer, T_max=3)
+    data = SearchData(train=Loader([batch(i) for i in range(3)]), valid=Loader([batch(50)]),
+                      alpha=Loader([batch(100 + i) for i in range(2)]))
+    backend = EmulatedGraphs(model, strategy)
+    backend.capture = refuse
+    monkeypatch.setattr(loop, "GraphedStep", functools.partial(GraphedStep, warmup=2, backend=backend))
+    searcher = Searcher(model, strategy, scheduler, data, get_space("nb201"), epochs=3, progress=False,
+                        cuda_graph=True, cuda_graph_strict=True)
+    assert searcher.graphed.on_failure == "raise"
+    with pytest.raises(CudaGraphCaptureError, match="operation not permitted"):
+        searcher.run()
+    assert searcher.history == [] and backend.side_steps == 2  # stopped in epoch 1, at step 3
+    lenient = Searcher(model, strategy, scheduler, data, get_space("nb201"), epochs=1, progress=False, cuda_graph=True)
+    assert lenient.graphed.on_failure == "warn"
+
+
 def test_a_checkpoint_without_capturable_loads_into_a_capturable_adam():
     model, strategy = make("single")
     for i in range(2):
@@ -315,16 +373,42 @@ def test_the_cli_flag_builds_a_capturable_adam_and_a_graphed_searcher(tmp_path, 
         pass
 
     def searcher(model, strategy, *args, **kwargs):
-        raise Built(strategy.alpha_optimizer.param_groups[0]["capturable"], kwargs["cuda_graph"])
+        raise Built(strategy.alpha_optimizer.param_groups[0]["capturable"], kwargs["cuda_graph"], kwargs["cuda_graph_strict"])
 
     monkeypatch.setattr(cli, "_check_cuda_graph", lambda *args: None)  # the CPU stands in for CUDA
     monkeypatch.setattr(cli, "Searcher", searcher)
     argv = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "16", "--init-channels", "4", "--layers", "1",
             "--out", str(tmp_path / "run")]
-    for flag, expected in (([], (False, False)), (["--cuda-graph"], (True, True))):
+    for flag, expected in (([], (False, False, False)), (["--cuda-graph"], (True, True, False)),
+                           (["--cuda-graph-strict"], (True, True, True)),
+                           (["--cuda-graph", "--cuda-graph-strict"], (True, True, True))):
         with pytest.raises(Built) as built:
             cli.main(argv + flag)
-        assert built.value.args == expected
+        assert built.value.args == expected, flag
+
+
+def test_the_strict_cli_flag_is_documented_and_a_failed_capture_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--cuda-graph-strict" in help_text and "a failed capture stops the search at once with the reason" in help_text
+
+    def failing_graphs(model, strategy, **kwargs):
+        backend = EmulatedGraphs(model, strategy)
+        backend.capture = refuse
+        return GraphedStep(model, strategy, warmup=1, backend=backend, **kwargs)
+
+    real_adam = torch.optim.Adam
+    monkeypatch.setattr(cli, "_check_cuda_graph", lambda *args: None)  # the CPU stands in for CUDA
+    # A capturable Adam steps only on CUDA; the emulated graphs re-run Python (needs_capturable=False).
+    monkeypatch.setattr(torch.optim, "Adam", lambda *args, capturable=False, **kwargs: real_adam(*args, **kwargs))
+    monkeypatch.setattr(loop, "GraphedStep", failing_graphs)
+    argv = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "16", "--init-channels", "4", "--layers", "1",
+            "--max-steps-per-epoch", "3", "--epochs", "2", "--out", str(tmp_path / "run"), "--cuda-graph-strict"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("sdarts-search: error: CUDA graph capture failed at capture 1 (RuntimeError: operation not "
+                       "permitted when stream is capturing); search stopped (--cuda-graph-strict)"), err
 
 
 # ---------------------------------------------------------------------------- a real GPU

@@ -30,6 +30,7 @@ from ..primitives import DARTS, NB201
 from ..run import distributed
 from ..run.checkpoint import CheckpointError, first_nonfinite
 from ..search.decision import edge_decisions, verdict
+from ..search.graphed_step import CudaGraphCaptureError
 from ..search.loop import NonFiniteLoss, SearchData, Searcher
 from ..run.run_dir import RunDir, RunDirError
 from ..spaces.base import default_alpha_init
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "removes the kernel-launch overhead that bounds small batches.  CUDA only; not with torchrun "
                         "or --optimizer-level bilevel-second; needs fixed batch shapes (training batches are); "
                         "alpha's Adam is then built with capturable=True")
+    engine.add_argument("--cuda-graph-strict", action="store_true",
+                        help="--cuda-graph, but a failed capture stops the search at once with the reason (exit 2) "
+                        "instead of warning and going on with eager steps (several times slower); for timed runs")
     engine.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap train and evaluation steps (quick runs)")
     engine.add_argument("--log-every", type=int, default=50, help="steps between progress-bar updates (host syncs)")
     return p
@@ -184,6 +188,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.nb201_table is not None and args.space != "nb201":
         raise UsageError("--nb201-table needs --space nb201")
+    if args.cuda_graph_strict:
+        args.cuda_graph = True
     if args.cuda_graph and args.optimizer_level == "bilevel-second":
         raise UsageError("--cuda-graph does not support --optimizer-level bilevel-second")
 
@@ -490,7 +496,8 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
 
     searcher = Searcher(model, strategy, scheduler, data, space, epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch,
                         log_every=args.log_every, lookup=lookup if ctx.is_main else None, dist_ctx=ctx, run_dir=run,
-                        autocast_dtype=amp_dtype, cuda_graph=args.cuda_graph)
+                        autocast_dtype=amp_dtype, cuda_graph=args.cuda_graph,
+                        cuda_graph_strict=args.cuda_graph_strict)
     if state is not None:
         try:
             searcher.load_state_dict(state)
@@ -513,6 +520,8 @@ def _search(args, command: List[str], device: torch.device, ctx: distributed.Dis
         done = len(searcher.history)
         kept = f"the last good checkpoint is {run.checkpoint} (epoch {done})" if done else "no checkpoint was written"
         raise UsageError(f"{err}; search stopped, {kept}") from None
+    except CudaGraphCaptureError as err:
+        raise UsageError(f"{err}; search stopped (--cuda-graph-strict)") from None
 
     if ctx.is_main:
         genotype = model.genotype()

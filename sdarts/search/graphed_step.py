@@ -15,6 +15,9 @@ batch: one launch per step.  A graph replays fixed kernels on fixed memory, henc
   the last partial batch, so this should not happen);
 * if a capture fails (an op that cannot be captured), a warning says why and every later step
   runs eagerly: a capture runs no kernel, so nothing is lost (``failure`` holds the reason);
+  with ``on_failure="raise"`` (``sdarts-search --cuda-graph-strict``) it raises
+  :class:`CudaGraphCaptureError` with the reason instead, so that a run meant to be timed
+  from graphs stops at once rather than going on eagerly at several times the step time;
 * DDP's gradient all-reduce (``strategy.grad_sync``) is not captured, and second-order DARTS
   (finite differences through a virtual step) has not been checked under capture: both are
   rejected.
@@ -32,6 +35,13 @@ import torch
 
 from ..spaces.base import Supernet
 from .strategies import Batch, SearchStrategy, SecondOrderBilevel, StepOutput
+
+
+class CudaGraphCaptureError(RuntimeError):
+    """A capture failed under ``GraphedStep(on_failure="raise")``; the message says why."""
+
+
+ON_FAILURE = ("warn", "raise")
 
 
 class CudaGraphs:
@@ -85,11 +95,17 @@ class GraphedStep:
             single process, with Adam-like optimizers built with ``capturable=True``.
         warmup: eager steps before the first capture (they create the optimizer state).
         backend: capture machinery (default :class:`CudaGraphs` on the model's device).
+        on_failure: ``"warn"`` (default): a failed capture warns and every later step runs
+            eagerly; ``"raise"``: it raises :class:`CudaGraphCaptureError` (nothing was run:
+            the weights and optimizer state are those before the failed capture).
 
     ``captures`` counts the graphs recorded so far.
     """
 
-    def __init__(self, model: Supernet, strategy: SearchStrategy, *, warmup: int = 3, backend=None):
+    def __init__(self, model: Supernet, strategy: SearchStrategy, *, warmup: int = 3, backend=None,
+                 on_failure: str = "warn"):
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
         device = next(model.parameters()).device
         backend = backend if backend is not None else CudaGraphs(device)
         if isinstance(strategy, SecondOrderBilevel):
@@ -111,6 +127,7 @@ class GraphedStep:
         self.model = model
         self.strategy = strategy
         self.backend = backend
+        self.on_failure = on_failure
         self.captures = 0
         self.failure: Optional[str] = None  # why capturing failed, if it did (then every step is eager)
         self._warmups_left = warmup
@@ -169,7 +186,8 @@ class GraphedStep:
         return tuple(g["lr"] for opt in (self.strategy.w_optimizer, self.strategy.alpha_optimizer) for g in opt.param_groups)
 
     def _capture(self) -> bool:
-        """Record the step; False (and eager steps from now on) if the capture fails."""
+        """Record the step; False (and eager steps from now on) if the capture fails, or
+        :class:`CudaGraphCaptureError` with ``on_failure="raise"``."""
         # Let go of the previous graph and of what points into its memory before recording anew.
         if self._graph is not None:
             self.backend.release(self._graph)
@@ -180,11 +198,14 @@ class GraphedStep:
         self._lrs = self._current_lrs()
         try:
             self._out = self.backend.capture(graph, lambda: self.strategy.step(self.model, *self._static))
-        except Exception as err:  # an op that cannot be captured: the search goes on, eagerly
+        except Exception as err:  # an op that cannot be captured: the search goes on eagerly (or stops)
             # A capture runs no kernel, so weights and optimizer state are as before it.
             self.failure = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-            warnings.warn(f"CUDA graph capture failed; continuing with eager steps ({self.failure})", RuntimeWarning)
             self._out = None
+            if self.on_failure == "raise":
+                raise CudaGraphCaptureError(f"CUDA graph capture failed at capture {self.captures + 1} "
+                                            f"({self.failure})") from err
+            warnings.warn(f"CUDA graph capture failed; continuing with eager steps ({self.failure})", RuntimeWarning)
             return False
         self._graph = graph
         self.captures += 1

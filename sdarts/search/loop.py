@@ -104,6 +104,9 @@ class Searcher:
         progress: show tqdm bars and per-epoch lines (rank 0 only in any case).
         cuda_graph: replay each training step from a CUDA graph (:class:`GraphedStep`; its
             requirements: CUDA, one process, Adam built with ``capturable=True``).
+        cuda_graph_strict: with ``cuda_graph``, a failed capture raises
+            :class:`~sdarts.search.graphed_step.CudaGraphCaptureError` (the search stops with
+            the reason) instead of warning and going on with eager steps.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class Searcher:
         autocast_dtype: Optional[torch.dtype] = None,
         progress: bool = True,
         cuda_graph: bool = False,
+        cuda_graph_strict: bool = False,
     ):
         if strategy.alpha_source != "same" and data.alpha is None:
             raise ValueError(f"strategy {strategy.name!r} takes alpha's batches from {strategy.alpha_source!r}: data.alpha is required")
@@ -141,7 +145,8 @@ class Searcher:
         self.progress = progress and dist_ctx.is_main
         self.device = next(model.parameters()).device
         self.reduce = distributed.all_reduce_ if dist_ctx.enabled else None
-        self.graphed = GraphedStep(model, strategy) if cuda_graph else None
+        self.graphed = (GraphedStep(model, strategy, on_failure="raise" if cuda_graph_strict else "warn")
+                        if cuda_graph else None)
         self.history: List[Dict[str, Any]] = []
         self.start_epoch = 0
 
