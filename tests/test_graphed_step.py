@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from sdarts.cli import search as cli
-from sdarts.search import loop
+from sdarts.search import assembly, loop
 from sdarts.search.graphed_step import CudaGraphCaptureError, GraphedStep
 from sdarts.search.loop import SearchData, Searcher
 from sdarts.search.strategies import build_strategy
@@ -375,8 +375,8 @@ def test_the_cli_flag_builds_a_capturable_adam_and_a_graphed_searcher(tmp_path, 
     def searcher(model, strategy, *args, **kwargs):
         raise Built(strategy.alpha_optimizer.param_groups[0]["capturable"], kwargs["cuda_graph"], kwargs["cuda_graph_strict"])
 
-    monkeypatch.setattr(cli, "_check_cuda_graph", lambda *args: None)  # the CPU stands in for CUDA
-    monkeypatch.setattr(cli, "Searcher", searcher)
+    monkeypatch.setattr(assembly, "check_cuda_graph", lambda *args: None)  # the CPU stands in for CUDA
+    monkeypatch.setattr(assembly, "Searcher", searcher)
     argv = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "16", "--init-channels", "4", "--layers", "1",
             "--out", str(tmp_path / "run")]
     for flag, expected in (([], (False, False, False)), (["--cuda-graph"], (True, True, False)),
@@ -399,7 +399,7 @@ def test_the_strict_cli_flag_is_documented_and_a_failed_capture_is_one_line_exit
         return GraphedStep(model, strategy, warmup=1, backend=backend, **kwargs)
 
     real_adam = torch.optim.Adam
-    monkeypatch.setattr(cli, "_check_cuda_graph", lambda *args: None)  # the CPU stands in for CUDA
+    monkeypatch.setattr(assembly, "check_cuda_graph", lambda *args: None)  # the CPU stands in for CUDA
     # A capturable Adam steps only on CUDA; the emulated graphs re-run Python (needs_capturable=False).
     monkeypatch.setattr(torch.optim, "Adam", lambda *args, capturable=False, **kwargs: real_adam(*args, **kwargs))
     monkeypatch.setattr(loop, "GraphedStep", failing_graphs)

@@ -13,6 +13,8 @@ import torch
 
 from sdarts.nb201 import ACCURACY_COLUMNS
 from sdarts.cli import search as cli
+from sdarts.search import assembly
+from sdarts.search.config import recompute_setting
 from sdarts.primitives import NB201
 from sdarts.search.strategies import STRATEGIES, SearchStrategy
 from sdarts.nb201 import NB201Cell
@@ -212,14 +214,14 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, case):
 def test_recompute_flag_reaches_every_mixed_op(tmp_path, monkeypatch, flags, ops, expected):
     """--recompute: every candidate; --recompute OP...: those only; --no-recompute: none."""
     built = []
-    original = cli.build_model
-    monkeypatch.setattr(cli, "build_model", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    original = assembly.build_model
+    monkeypatch.setattr(assembly, "build_model", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
     assert run(tmp_path / "run", "--epochs", "1", *flags) == 0
     edges = [m for m in built[0].modules() if type(m).__name__ == "MixedOp"]
     names = edges[0].primitives.names
     assert {tuple(e._recomputed[names.index(n)] for n in ops) for e in edges} == {expected}
     # The saved setting (what --resume uses) is the resolved one, not the "default" marker.
-    saved = cli.recompute_setting(json.loads((tmp_path / "run" / "config.json").read_text())["args"]["recompute"])
+    saved = recompute_setting(json.loads((tmp_path / "run" / "config.json").read_text())["args"]["recompute"])
     assert tuple(saved if isinstance(saved, bool) else n in saved for n in ops) == expected
 
 

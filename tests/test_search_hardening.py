@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sdarts.cli import search as cli
+from sdarts.search import assembly
 from sdarts.search.decision import UNDECIDED_MARGIN, edge_decisions, verdict
 from sdarts.search.loop import Searcher
 from sdarts.run.run_dir import RunDir, RunDirBusy
@@ -69,7 +70,7 @@ def holder(tmp_path):
 def test_a_second_run_into_a_live_run_directory_fails_naming_the_holder(holder, capsys, monkeypatch):
     out, proc = holder
     # The lock is checked before the data are loaded: a second run fails in a moment.
-    monkeypatch.setattr(cli, "build_data", lambda *a: pytest.fail("data loaded before the run directory was owned"))
+    monkeypatch.setattr(assembly, "build_data", lambda *a: pytest.fail("data loaded before the run directory was owned"))
     assert run(out, "--epochs", "1") == 2
     line = error_line(capsys)
     assert line.startswith(f"sdarts-search: error: --out: run directory {out} is in use by another run (PID {proc.pid})")
@@ -106,7 +107,7 @@ def test_the_lock_dies_with_its_process_even_under_kill_9(holder):
 def test_an_uncreatable_out_is_one_line_before_any_data(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    monkeypatch.setattr(cli, "build_data", lambda *a: pytest.fail("data loaded before --out was checked"))
+    monkeypatch.setattr(assembly, "build_data", lambda *a: pytest.fail("data loaded before --out was checked"))
     assert run(blocker / "run") == 2
     line = error_line(capsys)
     assert line.startswith("sdarts-search: error: --out: cannot create the run directory") and "Not a directory" in line
@@ -268,7 +269,7 @@ def test_edge_decisions_margins_and_the_sigmoid_none_artefact():
 def test_a_binary_split_file_or_table_names_flag_and_file(tmp_path, capsys, monkeypatch, flag, expected):
     binary = tmp_path / "binary"
     binary.write_bytes(bytes(range(128, 256)) * 4)
-    monkeypatch.setattr(cli, "build_data", lambda *a: pytest.fail("data loaded before the small files were checked"))
+    monkeypatch.setattr(assembly, "build_data", lambda *a: pytest.fail("data loaded before the small files were checked"))
     assert run(tmp_path / "run", flag, str(binary)) == 2
     line = error_line(capsys)
     assert line.startswith(f"sdarts-search: error: {flag}: ") and str(binary) in line and expected in line

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
+from ..spaces.base import default_alpha_init
+
 # p is in [0, 1] for both activations; a lead of 0.05 is far above the ~1e-3 drift of an
 # untrained supernet and well below the 0.3-0.9 leads of a converged Single-DARTS search.
 UNDECIDED_MARGIN = 0.05
@@ -85,3 +87,11 @@ def verdict(decisions: List[EdgeDecision]) -> str:
         text += (f"; on {len(by_default)} edge(s) 'none' wins only because, under sigmoid, its dL/dp is 0 and its p "
                  "stays at the initial value while every other candidate fell below it")
     return text
+
+
+def cell_decisions(space, model) -> List[EdgeDecision]:
+    """:func:`edge_decisions` of a supernet of ``space`` (a :class:`~sdarts.spaces.SearchSpace`)."""
+    init = model.alpha_init if model.alpha_init is not None else default_alpha_init(model.activation, len(space.primitives.names))
+    alphas = {name: getattr(model, name) for name in space.edges}
+    return edge_decisions(model.probabilities(), alphas, space.edges, space.primitives.names,
+                          skip_none=space.derive_skips_none, activation=model.activation, initial_alpha=float(init))

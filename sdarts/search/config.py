@@ -1,0 +1,188 @@
+"""Every setting of a search, with the Single-DARTS paper's defaults, as one value.
+
+``SearchConfig`` is what ``sdarts-search`` parses its command line into and what
+:func:`sdarts.search.run_search` runs; a sweep or a notebook builds one directly::
+
+    from sdarts.search import SearchConfig, run_search
+    result = run_search(SearchConfig(space="nb201", dataset="cifar10", data_dir=DATA, out="runs/s0", seed=0))
+
+Field names are the command's flags (``--data-dir`` is ``data_dir``), and a run directory's
+``config.json`` stores them under ``"args"``, so a saved run reloads as its config
+(:meth:`SearchConfig.from_saved`).  A few settings are resolved from the device when left at
+``None`` (``lr``, ``channels_last``, ``recompute``); :meth:`resolved` fills them in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from ..data.datasets import DATASET_NAMES
+from ..ops.backends import BACKENDS
+from ..primitives import DARTS, NB201
+from .strategies import STRATEGIES
+
+SPACE_NAMES = ("darts", "nb201")
+ACTIVATIONS = ("sigmoid", "softmax")
+IMAGENET_SCALE = ("imagefolder", "imagenet")
+# The paper's optimiser settings (Single-DARTS, Section 4): w by SGD, alpha by Adam.
+NB201_LR = 0.005
+DARTS_IMAGENET_LR = 0.025
+W_MOMENTUM, W_WEIGHT_DECAY, W_GRAD_CLIP = 0.9, 3e-4, 5.0
+ALPHA_LR, ALPHA_BETAS, ALPHA_WEIGHT_DECAY = 3e-4, (0.5, 0.999), 0.0
+# Recomputed by default where it was measured to pay (bench/results): on the CPU, the DARTS
+# SepConvs (most of a DARTS edge's internals) and NB201's 1x1 convolutions.
+DEFAULT_RECOMPUTE = {("darts", "cpu"): ("sep_conv_3x3", "sep_conv_5x5"), ("nb201", "cpu"): ("nor_conv_1x1",)}
+
+Recompute = Union[None, bool, List[str], Tuple[str, ...]]
+
+
+class ConfigError(ValueError):
+    """A setting out of range or settings that contradict each other (one line, naming them
+    as the command's flags)."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def default_lr(space: str, dataset: str) -> float:
+    return DARTS_IMAGENET_LR if space == "darts" and dataset in IMAGENET_SCALE else NB201_LR
+
+
+def default_recompute(space: str, device: torch.device) -> Union[bool, List[str]]:
+    return list(DEFAULT_RECOMPUTE.get((space, device.type), ())) or False
+
+
+def recompute_setting(value: Recompute) -> Union[bool, Tuple[str, ...]]:
+    """``recompute`` as MixedOp takes it: None or False -> False; True or [] (a bare
+    ``--recompute``) -> True (every candidate); names -> those.  (Runs saved before names were
+    accepted stored a bool.)"""
+    if value is None or value is False:
+        return False
+    if value is True or len(value) == 0:
+        return True
+    return tuple(value)
+
+
+@dataclass
+class SearchConfig:
+    # -- what and where
+    space: str = "nb201"
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    download: bool = False
+    out: Optional[str] = None
+    nb201_table: Optional[str] = None
+    split_file: Optional[str] = None
+    data_fraction: float = 1.0
+    # -- method (the paper's defaults)
+    optimizer_level: str = "single"
+    activation: str = "sigmoid"
+    alpha_init: Optional[float] = None
+    epochs: int = 50
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    lr: Optional[float] = None
+    seed: int = 0
+    init_channels: Optional[int] = None
+    layers: Optional[int] = None
+    # -- engine and speed
+    device: str = "auto"
+    backend: str = "auto"
+    no_fused: bool = False
+    recompute: Recompute = None
+    amp: bool = False
+    channels_last: Optional[bool] = None
+    cuda_graph: bool = False
+    cuda_graph_strict: bool = False  # a failed capture stops the search (else: warn, go on eagerly)
+    max_steps_per_epoch: Optional[int] = None
+    log_every: int = 50
+    # Settings a resumed run may take anew; every other one is the run's own.
+    RESUMABLE = ("data_dir", "device", "nb201_table", "log_every")
+
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_saved(cls, saved: Dict[str, Any]) -> "SearchConfig":
+        """The config a run directory's ``config.json["args"]`` holds (settings it predates take
+        their defaults; keys this version does not know are ignored)."""
+        known = set(cls.field_names())
+        config = cls(**{k: v for k, v in saved.items() if k in known})
+        if config.recompute is None:  # saved before the default existed: it recomputed nothing
+            config.recompute = False
+        return config
+
+    def to_json(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """ConfigError naming the first bad setting (as its flag)."""
+        if self.out is None:
+            raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
+        if self.space not in SPACE_NAMES:
+            raise ConfigError(f"--space must be one of {', '.join(SPACE_NAMES)}, got {self.space!r}")
+        if self.dataset not in DATASET_NAMES:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASET_NAMES)}")
+        if self.optimizer_level not in STRATEGIES:
+            raise ConfigError(f"--optimizer-level must be one of {', '.join(STRATEGIES)}, got {self.optimizer_level!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps_per_epoch", "init_channels", "layers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
+        for name in ("data_fraction", "lr", "alpha_init"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
+        recompute = recompute_setting(self.recompute)
+        if not isinstance(recompute, bool):
+            names = (NB201 if self.space == "nb201" else DARTS).names
+            unknown = [name for name in recompute if name not in names]
+            if unknown:
+                raise ConfigError(f"--recompute {' '.join(unknown)}: not a candidate of the {self.space} space ({', '.join(names)})")
+        if not 0.0 < self.data_fraction <= 1.0:
+            raise ConfigError(f"--data-fraction must be in (0, 1], got {self.data_fraction}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.nb201_table is not None and self.space != "nb201":
+            raise ConfigError("--nb201-table needs --space nb201")
+        if (self.cuda_graph or self.cuda_graph_strict) and self.optimizer_level == "bilevel-second":
+            raise ConfigError("--cuda-graph does not support --optimizer-level bilevel-second")
+
+    def resolved(self, device: torch.device) -> "SearchConfig":
+        """The settings left to the device filled in: the paper's lr for the space and data,
+        channels_last on the CPU only, the measured recompute defaults."""
+        return self.replace(
+            cuda_graph=self.cuda_graph or self.cuda_graph_strict,
+            lr=default_lr(self.space, self.dataset) if self.lr is None else self.lr,
+            channels_last=device.type == "cpu" if self.channels_last is None else self.channels_last,
+            recompute=default_recompute(self.space, device) if self.recompute is None else self.recompute,
+        )
+
+    # -- the optimisers' settings (constants of the paper, recorded with every run) ---------
+
+    def hyperparameters(self) -> Dict[str, Any]:
+        return {
+            "w": {"optimizer": "SGD", "lr": self.lr, "schedule": "cosine to 0, stepped per epoch", "momentum": W_MOMENTUM,
+                  "weight_decay": W_WEIGHT_DECAY, "grad_clip": W_GRAD_CLIP},
+            "alpha": {"optimizer": "Adam", "lr": ALPHA_LR, "betas": list(ALPHA_BETAS), "weight_decay": ALPHA_WEIGHT_DECAY},
+        }
+
