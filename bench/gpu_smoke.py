@@ -111,14 +111,11 @@ def run_variant_step(sargs, name: str, device: torch.device) -> float:
     search_step.injected_failure(name)
     variant = search_step.all_variants()[name]
     model, weights, w_opt, a_opt, x, y = search_step.build(sargs, variant, device)
-    try:
-        step = search_step.make_step(model, weights, w_opt, a_opt, variant, device, zero_grad=not variant.cuda_graph)
-        if variant.cuda_graph:
-            step = search_step.captured_step(step, x, y, w_opt, a_opt, warmup=1)
-        loss = step(x, y)
-        return float(loss.item())  # .item() synchronizes: an asynchronous error surfaces here
-    finally:
-        search_step.normalized_edge.use_triton_edge_kernels(False)
+    step = search_step.make_step(model, weights, w_opt, a_opt, variant, device, zero_grad=not variant.cuda_graph)
+    if variant.cuda_graph:
+        step = search_step.captured_step(step, x, y, w_opt, a_opt, warmup=1)
+    loss = step(x, y)
+    return float(loss.item())  # .item() synchronizes: an asynchronous error surfaces here
 
 
 def run_graphed_step(sargs, device: torch.device) -> float:

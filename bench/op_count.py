@@ -68,18 +68,19 @@ def uncounted(module, name: str) -> None:
     setattr(module, name, call)
 
 
-def build(space: str, fused: bool, layers: int):
+def build(space: str, fused: bool, layers: int, edge_kernels: str = "torch"):
     torch.manual_seed(0)
     depth = dict(N=layers) if space == "nb201" else dict(layers=layers)
-    return build_supernet(space, 10, fused=fused, backend="reference" if not fused else "auto", **depth).train()
+    return build_supernet(space, 10, fused=fused, backend="reference" if not fused else "auto", edge_kernels=edge_kernels,
+                          **depth).train()
 
 
 def count_edges(space: str, layers: int) -> int:
     return sum(isinstance(m, MixedOp) for m in build(space, True, layers).modules())
 
 
-def count_step(space: str, fused: bool, layers: int, batch: int) -> Counter:
-    model = build(space, fused, layers)
+def count_step(space: str, fused: bool, layers: int, batch: int, edge_kernels: str = "torch") -> Counter:
+    model = build(space, fused, layers, edge_kernels)
     x = torch.randn(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))
 
@@ -109,11 +110,11 @@ def main(argv=None):
 
         if backends.triton_edge_module() is None or not backends.is_available("triton", torch.device("cpu")):
             parser.error("--triton-edge needs Triton on this machine (on the CPU: TRITON_INTERPRET=1 in the environment)")
-        normalized_edge.use_triton_edge_kernels(True)
         for name in ("batch_stats", "edge_backward_tail"):
             uncounted(backends.triton_edge_module(), name)
     with statistics_counted_as(args.stats):
-        counts = {name: count_step(args.space, name == "engine", layers, args.batch_size) for name in ("plain", "engine")}
+        edge_kernels = "triton" if args.triton_edge else "torch"
+        counts = {name: count_step(args.space, name == "engine", layers, args.batch_size, edge_kernels) for name in ("plain", "engine")}
     plain, engine = (sum(c.values()) for c in counts.values())
     tail = ", edge statistics and backward tail in Triton (4 launches per edge, not counted)" if args.triton_edge else ""
     print(f"## kernel ops per search step, {args.space} ({layers} {'cells per stage' if args.space == 'nb201' else 'cells'}), "

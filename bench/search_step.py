@@ -20,7 +20,7 @@ the four that decide the design first, the Triton first-compile ones later:
   compile         engine + ``torch.compile`` of the model
   all-fast        channels-last + amp + fused-opt + cuda-graph (GPU only)
   triton-edge     engine with the folded edges' backward tail as two Triton kernels
-                  (``sdarts.ops.normalized_edge.use_triton_edge_kernels``; off by default until measured)
+                  (``MixedOp(edge_kernels="triton")``; off by default until measured)
   cuda-graph-edge cuda-graph + triton-edge (GPU only)
   recompute, recompute-cl, recompute-sep-cl, recompute-1x1, recompute-1x1-cl
                   engine with ``recompute=True`` (the whole edge; + channels-last), or
@@ -91,7 +91,7 @@ from common import (
     write_json,
 )
 
-from sdarts.ops import backends, normalized_edge
+from sdarts.ops import backends
 from sdarts.spaces import build_supernet
 
 SPACES = ("nb201", "darts", "darts-imagenet")
@@ -183,9 +183,9 @@ def failure(err: BaseException) -> str:
 def build(args, variant: Variant, device: torch.device):
     """The supernet, its two optimizers and one fixed batch, laid out as the variant asks."""
     torch.manual_seed(0)
-    normalized_edge.use_triton_edge_kernels(variant.triton_edge)
     imagenet = args.space == "darts-imagenet"
-    kwargs = dict(activation=args.activation, backend=variant.backend, fused=variant.fused, recompute=variant.recompute)
+    kwargs = dict(activation=args.activation, backend=variant.backend, fused=variant.fused, recompute=variant.recompute,
+                  edge_kernels="triton" if variant.triton_edge else "torch")
     if args.space == "nb201":
         if args.layers is not None:
             kwargs["N"] = args.layers

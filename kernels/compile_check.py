@@ -208,17 +208,18 @@ def _backward(loss: torch.Tensor) -> int:
     return ran
 
 
-def _supernet_step(space: str, memory_format) -> None:
+def _supernet_step(space: str, memory_format, edge_kernels: str) -> None:
     """One training step (forward, loss, backward) and one evaluation forward of the space's
-    supernet at its search batch and resolution, backend="triton"."""
+    supernet at its search batch and resolution, backend="triton" (edge_kernels: "torch"/"triton")."""
     from sdarts.spaces import build_supernet
 
+    options = dict(backend="triton", edge_kernels=edge_kernels)
     if space == "nb201":
-        model, batch, size, classes = build_supernet("nb201", 10, backend="triton"), 64, 32, 10
+        model, batch, size, classes = build_supernet("nb201", 10, **options), 64, 32, 10
     elif space == "darts":
-        model, batch, size, classes = build_supernet("darts", 10, backend="triton"), 64, 32, 10
+        model, batch, size, classes = build_supernet("darts", 10, **options), 64, 32, 10
     else:
-        model, batch, size, classes = build_supernet("darts", 1000, imagenet_stem=True, backend="triton"), 96, 224, 1000
+        model, batch, size, classes = build_supernet("darts", 1000, imagenet_stem=True, **options), 96, 224, 1000
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=memory_format)
     y = torch.randint(0, classes, (batch,))
     model.train()
@@ -251,8 +252,6 @@ def record(spaces: Sequence[str], dtypes: Sequence[str], layouts: Sequence[str],
     kernels off, on), in first-launch order."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from sdarts.ops import normalized_edge as edge_ops
-
     _register_meta_batch_norm_stats()
     sink: Dict[tuple, Config] = {}
     context = [""]
@@ -263,17 +262,15 @@ def record(spaces: Sequence[str], dtypes: Sequence[str], layouts: Sequence[str],
                 if space == "api" and edge:
                     continue  # the edge kernels are the one-node edge's, not the public API's
                 context[0] = f"{space} {dtype} {layout}" + (" triton-edge" if edge else "")
-                edge_ops.use_triton_edge_kernels(edge)
                 memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
                 torch.set_default_dtype(DTYPES[dtype])
                 with FakeTensorMode(), torch.device("cuda"):
                     if space == "api":
                         _api_calls(memory_format)
                     else:
-                        _supernet_step(space, memory_format)
+                        _supernet_step(space, memory_format, "triton" if edge else "torch")
         finally:
             torch.set_default_dtype(saved_default)
-            edge_ops.use_triton_edge_kernels(False)
     return list(sink.values())
 
 

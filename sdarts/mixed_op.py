@@ -9,7 +9,7 @@ original DARTS code, so it replaces that class with no other change.  Inside:
 * candidates ending in a non-affine BatchNorm hand the kernel their pre-BN tensor and the
   per-channel normalization (scale, shift), so the normalized outputs are never stored;
 * candidates starting with ReLU share one ReLU of x (and a cell may pass ``relu_x`` to share it
-  across every edge leaving the same node);
+  across every edge leaving the same node; without it, edges handed the same x share one);
 * in training mode, when every candidate ends in a non-affine BatchNorm (both search spaces),
   the whole edge is one autograd node (:func:`~sdarts.ops.normalized_edge.mixed_normalized_edge`):
   few kernel launches, which is what a GPU step at search shapes is bound by.
@@ -24,20 +24,32 @@ the DARTS SepConvs keep most of an edge's internals).
 
 ``fused=False`` gives the plain ``sum(w * op(x))`` of the original code (same modules, same
 parameters), which is what the engine is tested and benchmarked against.
+
+Drop-in use (a caller that passes no ``relu_x``, as foreign DARTS code does): the edges that
+receive the same tensor x in one forward share one copy of x in the edge layout and one
+relu(x) (:meth:`MixedOp._shared_inputs` says when a shared value is served); with
+the defaults ``recompute="auto"`` and ``memory_format="auto"`` the edge takes the settings
+``sdarts-search`` uses on each device (on the CPU: channels_last, the DARTS SepConvs and
+NB201's 1x1 convolutions recomputed; on CUDA: nothing).  A caller that passes ``relu_x``
+(sdarts' own cells) manages sharing and layout itself, and the edge leaves both alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Iterable, Optional, Sequence, Tuple, Union
+import threading
+import weakref
+from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .ops import mixed_edge
+from .ops import backends
 from .ops.backends import BACKENDS
 from .ops.channel_stats import channel_moments
 from .ops.normalized_edge import mixed_normalized_edge
@@ -64,6 +76,26 @@ def _check_backend(backend) -> str:
     return backend
 
 
+# recompute="auto": per device type, the candidates recomputed and which part of each:
+# "internals" (checkpointed; its output kept), "output" (its output redone by the edge's
+# backward; what it keeps inside stays) or "both" (what naming a candidate does).  On the CPU,
+# measured with bench/dropin.py: the DARTS SepConvs keep most of an edge's internals, and
+# redoing their outputs as well costs a second forward of them for two activations of ~20;
+# NB201's 1x1 keeps nothing of its own but its output, cheap to redo.  Nothing on CUDA, where
+# no recompute was measured to pay yet.
+AUTO_RECOMPUTE = {"cpu": {"sep_conv_3x3": "internals", "sep_conv_5x5": "internals", "nor_conv_1x1": "output"}}
+# memory_format="auto": the layout the edge computes in, per device type (mkldnn's depthwise and
+# small convolutions are faster channels_last; float64 has no mkldnn path and keeps its layout).
+AUTO_MEMORY_FORMAT = {"cpu": torch.channels_last}
+_AUTO_LAYOUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _auto_recompute(candidates: Tuple[str, ...], device_type: str) -> Dict[str, str]:
+    """``recompute="auto"`` on ``device_type``: candidate name -> part (:data:`AUTO_RECOMPUTE`)."""
+    auto = AUTO_RECOMPUTE.get(device_type, {})
+    return {n: auto[n] for n in candidates if n in auto}
+
+
 def _recomputed_names(recompute, candidates: Tuple[str, ...]) -> Tuple[str, ...]:
     """The candidates ``recompute`` names: all or none (a bool), one (a str, not its letters) or a list."""
     if isinstance(recompute, bool):
@@ -77,6 +109,78 @@ def _recomputed_names(recompute, candidates: Tuple[str, ...]) -> Tuple[str, ...]
     if unknown:
         raise ValueError(f"recompute names {unknown}, which are not candidates of this edge {list(candidates)}")
     return names
+
+
+def _check_memory_format(memory_format):
+    if memory_format is None or memory_format in (torch.channels_last, torch.contiguous_format):
+        return memory_format
+    if isinstance(memory_format, str) and memory_format == "auto":
+        return memory_format
+    raise ValueError("memory_format must be 'auto', None, torch.channels_last or torch.contiguous_format, "
+                     f"got {memory_format!r}")
+
+
+# ----------------------------------------------------------------------------- shared edge inputs
+
+
+class _SharedInputs:
+    """What the edges receiving one tensor x in one forward share: x in the edge layout (None:
+    x itself, which the entry must not hold, being keyed weakly on it) and relu of that."""
+
+    __slots__ = ("version", "mode", "memory_format", "x", "relu_x", "relu_version", "consumers", "valid", "__weakref__")
+
+    def __init__(self, version, mode, memory_format, x):
+        self.version, self.mode, self.memory_format, self.x = version, mode, memory_format, x
+        self.relu_x = self.relu_version = None
+        self.consumers = set()
+        self.valid = True
+
+
+_shared = threading.local()  # one table per thread (DataParallel replicas run in threads)
+_top_saved_tensors_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+
+
+def _shared_table() -> WeakIdKeyDictionary:
+    table = getattr(_shared, "table", None)
+    if table is None:
+        table = _shared.table = WeakIdKeyDictionary()
+    return table
+
+
+def _forward_mode(x: torch.Tensor) -> tuple:
+    """What must be equal for a shared value to be served: grad and inference mode, autocast,
+    and the saved-tensors hooks in force (activation checkpointing runs the original forward
+    and the recomputation under different hooks, so neither sees the other's values)."""
+    device = x.device.type
+    hooks = _top_saved_tensors_hooks(True) if _top_saved_tensors_hooks is not None else object()
+    return (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), torch.is_autocast_enabled(device),
+            torch.get_autocast_dtype(device), hooks)
+
+
+def _can_share(x: torch.Tensor) -> bool:
+    """CPU and CUDA tensors only.  Never under torch.compile (it traces plain ops), never during
+    CUDA-graph capture (a served value's kernel could belong to another graph or to no graph,
+    and a replay would read it stale), never for an inference tensor (no version counter),
+    never for a leaf x that requires grad (a user-held tensor: its forwards cannot be told
+    apart, and the entry's graph would keep x alive)."""
+    if torch.compiler.is_compiling() or x.is_inference() or x.device.type not in ("cpu", "cuda"):
+        return False
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():
+        return False
+    return not (torch.is_grad_enabled() and x.requires_grad and x.grad_fn is None)
+
+
+def _invalidate_on_backward(t: torch.Tensor, entry: _SharedInputs) -> None:
+    """Once backward has run through ``t``, its graph may be freed: serve it no more."""
+    if t.requires_grad and torch.is_grad_enabled():
+        ref = weakref.ref(entry)
+
+        def hook(grad):
+            e = ref()
+            if e is not None:
+                e.valid = False
+
+        t.register_hook(hook)
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d, c: torch.Tensor):
@@ -137,7 +241,24 @@ class MixedOp(nn.Module):
         fused: ``False`` computes the plain ``sum(w * op(x))`` of the original code.
         recompute: ``True``: recompute the whole edge in backward (it keeps only x and
             relu(x)); or the name(s) of the candidates to recompute (their internals and
-            outputs; e.g. NB201's ``nor_conv_1x1`` or the DARTS SepConvs).
+            outputs; e.g. NB201's ``nor_conv_1x1`` or the DARTS SepConvs); ``"auto"`` (the
+            default): per x's device type, :data:`AUTO_RECOMPUTE` (on the CPU the SepConvs'
+            internals and ``nor_conv_1x1``'s output; nothing on CUDA).  Recomputing changes
+            no number, only what is kept for backward.
+        memory_format: the layout the edge computes in when the caller passes no ``relu_x``:
+            ``"auto"`` (the default): channels_last for float32/16-bit x on the CPU, x's own
+            layout elsewhere (:data:`AUTO_MEMORY_FORMAT`); ``None``: always x's own layout; or
+            a ``torch.memory_format``.  The output comes in that layout, so a cell's nodes and
+            output follow it after the first edges.
+        share_inputs: ``True`` (the default): when the caller passes no ``relu_x``, the edges
+            receiving the same x in one forward share its layout copy and relu(x)
+            (:meth:`_shared_inputs`); ``False``: each edge computes its own.
+        edge_kernels: the training edge's batch statistics and backward tail in PyTorch ops
+            (``"torch"``), in four Triton kernels (``"triton"``), or the process default
+            (``"auto"``: ``sdarts.ops.backends.DEFAULT_EDGE_KERNELS``).
+        keep_weight_grad: keep this edge's dL/dweights of the last backward in
+            ``last_weight_grad`` (a gradient hook per forward; off by default, the supernets
+            read dL/dp once per step from ``Supernet.weight_grads()`` instead).
     """
 
     def __init__(
@@ -149,7 +270,11 @@ class MixedOp(nn.Module):
         C_out: Optional[int] = None,
         backend: str = "auto",
         fused: bool = True,
-        recompute: Union[bool, str, Sequence[str]] = False,
+        recompute: Union[bool, str, Sequence[str]] = "auto",
+        memory_format: Union[str, torch.memory_format, None] = "auto",
+        share_inputs: bool = True,
+        edge_kernels: str = "auto",
+        keep_weight_grad: bool = False,
     ):
         super().__init__()
         # Bad arguments fail here, in one line, not deep inside the first forward.
@@ -159,21 +284,28 @@ class MixedOp(nn.Module):
         C_out = C if C_out is None else _check_int("C_out", C_out)
         if not isinstance(fused, bool):
             raise TypeError(f"fused must be a bool, got {fused!r}")
+        if not isinstance(share_inputs, bool):
+            raise TypeError(f"share_inputs must be a bool, got {share_inputs!r}")
+        self.share_inputs = share_inputs
         self.C, self.C_out = C, C_out
         self.primitives = primitives
         self.backend = _check_backend(backend)
+        backends.resolve_edge_kernels(edge_kernels)  # a typo, or Triton asked for and missing, fails here
+        self.edge_kernels = edge_kernels
+        if not isinstance(keep_weight_grad, bool):
+            raise TypeError(f"keep_weight_grad must be a bool, got {keep_weight_grad!r}")
+        self.keep_weight_grad = keep_weight_grad
         self.fused = fused
-        recomputed = _recomputed_names(recompute, primitives.names)
-        self.recompute = recompute if isinstance(recompute, bool) else recomputed
-        self._recomputed = tuple(name in recomputed for name in primitives.names)
+        self.memory_format = _check_memory_format(memory_format)
         self._ops = nn.ModuleList(primitives.build_search_op(name, C, C_out, stride) for name in primitives.names)
         self.kinds = [self._kind(op) for op in self._ops]
-        # Every normalized candidate recomputed: the one-node edge keeps not even their pre-BN
-        # outputs (the whole edge is recomputed in backward from x and relu(x)).
-        self.recompute_edge = any(kind == BN_BRANCH for kind in self.kinds) and all(
-            self._recomputed[k] for k, kind in enumerate(self.kinds) if kind == BN_BRANCH
-        )
-        self.shares_relu = sum(isinstance(op, BNEnding) and op.starts_with_relu for op in self._ops) > 1
+        if isinstance(recompute, str) and recompute == "auto":
+            self.recompute = "auto"
+            self._set_recomputed(_auto_recompute(primitives.names, "cpu"), "cpu")  # until a forward says otherwise
+        else:
+            recomputed = _recomputed_names(recompute, primitives.names)
+            self.recompute = recompute if isinstance(recompute, bool) else recomputed
+            self._set_recomputed(dict.fromkeys(recomputed, "both"), None)
         # coef = weights[coef_index]: the kernel's (branches..., skip, pool) order.  An absent
         # skip/pool entry is never read and gets an exactly zero gradient, so any index will do.
         K = len(self._ops)
@@ -192,6 +324,18 @@ class MixedOp(nn.Module):
         )
         self.last_weight_grad: Optional[torch.Tensor] = None
         self._grad_hook = None
+
+    def _set_recomputed(self, parts: Dict[str, str], device_type: Optional[str]) -> None:
+        """``parts``: recomputed candidate -> "both" | "internals" | "output"."""
+        self._recomputed = tuple(name in parts for name in self.primitives.names)
+        self._recompute_parts = tuple(parts.get(name, "both") for name in self.primitives.names)
+        self._recompute_device = device_type  # what "auto" was resolved for (None: not "auto")
+        # Every normalized candidate recomputed: the one-node edge keeps not even their pre-BN
+        # outputs (the whole edge is recomputed in backward from x and relu(x)).
+        normalized = [k for k, kind in enumerate(self.kinds) if kind == BN_BRANCH]
+        self.recompute_edge = bool(normalized) and all(
+            self._recomputed[k] and self._recompute_parts[k] == "both" for k in normalized
+        )
 
     @staticmethod
     def _kind(op: nn.Module) -> str:
@@ -213,7 +357,7 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``relu_x``: F.relu(x) if the caller already has it (shared by the edges leaving x)."""
         self._check_inputs(x, weights, relu_x)
-        if weights.requires_grad and torch.is_grad_enabled():
+        if self.keep_weight_grad and weights.requires_grad and torch.is_grad_enabled():
             # One hook at a time: a leaf `weights` passed every step would otherwise collect one
             # more hook per forward (and run them all in every backward).
             if self._grad_hook is not None:
@@ -221,8 +365,10 @@ class MixedOp(nn.Module):
             self._grad_hook = weights.register_hook(self._remember_grad)
         if not self.fused:
             return sum(w * op(x) for w, op in zip(weights, self._ops))
-        if relu_x is None and self.shares_relu:
-            relu_x = F.relu(x)
+        if self._recompute_device is not None and x.device.type != self._recompute_device:
+            self._set_recomputed(_auto_recompute(self.primitives.names, x.device.type), x.device.type)
+        if relu_x is None:
+            x, relu_x = self._shared_inputs(x)
         bn = self._bns[0] if self._bns else None
         if self.one_node and (bn.training or bn.running_mean is None) and not torch.compiler.is_compiling():
             return self._forward_one_node(x, weights, relu_x)
@@ -263,6 +409,55 @@ class MixedOp(nn.Module):
             has_pool=self.has_pool,
             backend=self.backend,
         )
+
+    def _edge_memory_format(self, x: torch.Tensor) -> Optional[torch.memory_format]:
+        if self.memory_format != "auto":
+            return self.memory_format
+        if x.dtype not in _AUTO_LAYOUT_DTYPES:
+            return None
+        return AUTO_MEMORY_FORMAT.get(x.device.type)
+
+    def _shared_inputs(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(x in the edge layout, relu of it or None), shared with the other edges that got this
+        same x in this forward (a foreign cell hands every edge leaving a node the same tensor).
+
+        A shared value is served only for the same tensor object (a weak reference: the entry
+        goes with x), at the same ``_version`` (an in-place change of x in between gets a new
+        one), under the same grad / inference / autocast mode and saved-tensors hooks, and to
+        an edge that has not taken it yet: the same edge called again with the same x is a new
+        forward.  Once backward has run through a shared value it is not served again (its
+        graph may be freed).  Not at all under torch.compile, CUDA-graph capture, or for a leaf
+        x that requires grad (:func:`_can_share`).
+        """
+        memory_format = self._edge_memory_format(x)
+        wants_relu = self.wants_relu
+        if not wants_relu and memory_format is None:
+            return x, None
+        share = self.share_inputs and _can_share(x)
+        entry = None
+        if share:
+            table = _shared_table()
+            entry = table.get(x)
+            mode = _forward_mode(x)
+            if entry is not None and not (entry.valid and entry.version == x._version and entry.mode == mode
+                                          and entry.memory_format == memory_format and id(self) not in entry.consumers
+                                          and (entry.relu_x is None or entry.relu_x._version == entry.relu_version)):
+                entry = None
+        if entry is None:
+            x_edge = x if memory_format is None else x.contiguous(memory_format=memory_format)
+            if not share:
+                return x_edge, F.relu(x_edge) if wants_relu else None
+            entry = _SharedInputs(x._version, mode, memory_format, None if x_edge is x else x_edge)
+            if entry.x is not None:
+                _invalidate_on_backward(entry.x, entry)
+            table[x] = entry
+        entry.consumers.add(id(self))
+        x_edge = x if entry.x is None else entry.x
+        if wants_relu and entry.relu_x is None:
+            entry.relu_x = F.relu(x_edge)
+            entry.relu_version = entry.relu_x._version
+            _invalidate_on_backward(entry.relu_x, entry)
+        return x_edge, entry.relu_x if wants_relu else None
 
     def _check_inputs(self, x, weights, relu_x) -> None:
         # Shape comparisons only: no device sync, and torch.compile / CUDA-graph capture trace them.
@@ -309,8 +504,9 @@ class MixedOp(nn.Module):
         inputs = [(x, relu_x if self._ops[k].starts_with_relu else None) for k in indices]
         branches = [self._pre_bn(k, *args, checkpoint_candidates) for k, args in zip(indices, inputs)]
         recompute = None
-        if checkpoint_candidates and torch.is_grad_enabled() and any(self._recomputed[k] for k in indices):
-            recompute = [self._output_recompute(k, *args) if self._recomputed[k] else None for k, args in zip(indices, inputs)]
+        redo = [self._recomputed[k] and self._recompute_parts[k] != "internals" for k in indices]
+        if checkpoint_candidates and torch.is_grad_enabled() and any(redo):
+            recompute = [self._output_recompute(k, *args) if r else None for k, args, r in zip(indices, inputs, redo)]
         if any(b.shape != branches[0].shape for b in branches):
             raise ValueError("all candidates of a mixed op must produce one shape")
         uses_x = self.has_skip or self.has_pool
@@ -324,6 +520,7 @@ class MixedOp(nn.Module):
             backend=self.backend,
             need_var=self._bns[0].training and self._bns[0].track_running_stats,
             recompute=recompute,
+            edge_kernels=self.edge_kernels,
         )
 
     def _output_recompute(self, k, x, relu_x):
@@ -355,12 +552,23 @@ class MixedOp(nn.Module):
 
     def _pre_bn(self, k, x, relu_x, checkpoint_candidates: bool = True):
         op = self._ops[k]
-        if not (checkpoint_candidates and self._recomputed[k] and torch.is_grad_enabled()):
+        internals = self._recomputed[k] and self._recompute_parts[k] != "output"
+        if not (checkpoint_candidates and internals and torch.is_grad_enabled()):
             return op.pre_bn(x, relu_x)
         # No candidate draws random numbers, so there is no RNG state to save and restore (that
         # would read the device generator each call, which a CUDA-graph capture cannot do).
         return checkpoint(op.pre_bn, x, relu_x, use_reentrant=False, preserve_rng_state=False,
                           context_fn=lambda: _recompute_contexts(op))
+
+    def __setstate__(self, state):
+        # A MixedOp pickled before these options existed keeps its layout and recomputes as set.
+        state.setdefault("memory_format", None)
+        state.setdefault("share_inputs", True)
+        state.setdefault("edge_kernels", "auto")
+        state.setdefault("keep_weight_grad", False)
+        state.setdefault("_recompute_device", None)
+        state.setdefault("_recompute_parts", ("both",) * len(state.get("_recomputed", ())))
+        super().__setstate__(state)
 
     def __getstate__(self):
         # The hook handle belongs to the last graph, not to the module's state.
@@ -373,4 +581,6 @@ class MixedOp(nn.Module):
         self.last_weight_grad = grad.detach()
 
     def extra_repr(self) -> str:
-        return f"primitives={list(self.primitives.names)}, backend={self.backend!r}, fused={self.fused}"
+        return (f"primitives={list(self.primitives.names)}, backend={self.backend!r}, fused={self.fused}, "
+                f"recompute={self.recompute!r}, memory_format={self.memory_format!r}, share_inputs={self.share_inputs}, "
+                f"edge_kernels={self.edge_kernels!r}")

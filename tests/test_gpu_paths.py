@@ -34,12 +34,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdarts.ops import backends, normalized_edge
+from sdarts.ops import backends
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 CUDA_BACKENDS = backends.available("cuda") if torch.cuda.is_available() else []
-EDGE_KERNELS = [False] + ([True] if backends.triton_edge_module() is not None else [])
+EDGE_KERNELS = ["torch"] + (["triton"] if backends.triton_edge_module() is not None else [])
 
 
 def rel_err(a, b):
@@ -60,21 +60,20 @@ def exact_float32():
     yield
     (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
      torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
-    normalized_edge.use_triton_edge_kernels(False)
 
 
-@pytest.fixture(params=EDGE_KERNELS, ids=lambda on: "triton-edge" if on else "torch-edge")
+@pytest.fixture(params=EDGE_KERNELS, ids=lambda kernels: f"{kernels}-edge")
 def edge_kernels(request):
-    normalized_edge.use_triton_edge_kernels(request.param)
-    yield request.param
-    normalized_edge.use_triton_edge_kernels(False)
+    """The ``edge_kernels`` option: the edge's statistics and backward tail in PyTorch ops or
+    in the Triton kernels."""
+    return request.param
 
 
 # ---------------------------------------------------------------------------- go / no-go
 
 
-@pytest.mark.parametrize("triton_edge", EDGE_KERNELS, ids=lambda on: "triton-edge" if on else "engine")
-def test_go_no_go_captured_search_step_equals_eager(triton_edge):
+@pytest.mark.parametrize("edge_kernels_option", EDGE_KERNELS, ids=lambda kernels: "triton-edge" if kernels == "triton" else "engine")
+def test_go_no_go_captured_search_step_equals_eager(edge_kernels_option):
     """The real NB201 supernet (C=16, 5 cells per stage), batch 64 at 32x32, the engine's
     default backend, Single-DARTS: one eager warm-up step, then replays of the captured step
     (captured again after an lr change), against the same steps run eagerly."""
@@ -82,11 +81,10 @@ def test_go_no_go_captured_search_step_equals_eager(triton_edge):
     from sdarts.search.strategies import build_strategy
     from sdarts.spaces import build_supernet
 
-    normalized_edge.use_triton_edge_kernels(triton_edge)
 
     def build():
         torch.manual_seed(0)
-        model = build_supernet("nb201", 10).cuda()
+        model = build_supernet("nb201", 10, edge_kernels=edge_kernels_option).cuda()
         w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
         a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), capturable=True)
         return model, build_strategy("single", w_opt, a_opt, grad_clip=5.0)
@@ -140,7 +138,7 @@ def test_mixed_op_training_path_on_cuda_matches_the_float64_plain_sum(backend, s
     if recompute == "named":
         recompute = ("nor_conv_1x1",) if space == "nb201" else ("sep_conv_3x3", "sep_conv_5x5")
     torch.manual_seed(11)
-    fast = MixedOp(16, stride, primitives, backend=backend, recompute=recompute).cuda()
+    fast = MixedOp(16, stride, primitives, backend=backend, recompute=recompute, edge_kernels=edge_kernels).cuda()
     assert fast.one_node
     oracle = copy.deepcopy(fast).cpu().double()
     oracle.fused = False
@@ -200,7 +198,8 @@ def test_one_node_edge_at_search_shapes_matches_float64(backend, shape, B, has_s
     x = make().requires_grad_()
     coef = torch.randn(B + 2, device="cuda").requires_grad_()
     grad = make()
-    out, mean, var = mixed_normalized_edge(branches, coef, eps=1e-5, x=x, has_skip=has_skip, has_pool=has_pool, backend=backend)
+    out, mean, var = mixed_normalized_edge(branches, coef, eps=1e-5, x=x, has_skip=has_skip, has_pool=has_pool, backend=backend,
+                                           edge_kernels=edge_kernels)
     out.backward(grad)
     ref_out, ref_gb, ref_gc, ref_gx = _oracle_edge(branches, coef, x, has_skip, has_pool, 1e-5, grad)
     assert rel_err(out, ref_out) <= 1e-5

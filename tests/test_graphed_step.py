@@ -416,23 +416,20 @@ def test_the_strict_cli_flag_is_documented_and_a_failed_capture_is_one_line_exit
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("level,edge_kernels,recompute", [
-    ("single", False, False), ("single", True, False), ("bilevel", False, False), ("bilevel", True, False),
-    ("single", False, True), ("single", False, ("nor_conv_1x1",)),
+    ("single", "torch", False), ("single", "triton", False), ("bilevel", "torch", False), ("bilevel", "triton", False),
+    ("single", "torch", True), ("single", "torch", ("nor_conv_1x1",)),
 ], ids=["single-torch-edge", "single-triton-edge", "bilevel-torch-edge", "bilevel-triton-edge", "single-recompute",
         "single-recompute-1x1"])
 def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels, recompute):
     """The real capture (CudaGraphs): every op of the step must be capturable (the whole-edge
     recomputation and the 1x1 outputs redone in the edge's backward too), and replays must
     train as eager steps do (deterministic kernels, so to rounding at most)."""
-    from sdarts.ops import normalized_edge
-
     saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    normalized_edge.use_triton_edge_kernels(edge_kernels)
     try:
         def build():
             torch.manual_seed(0)
-            model = build_supernet("nb201", 10, N=1, C=8, recompute=recompute).cuda()
+            model = build_supernet("nb201", 10, N=1, C=8, recompute=recompute, edge_kernels=edge_kernels).cuda()
             w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
             a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), capturable=True)
             return model, build_strategy(level, w_opt, a_opt, grad_clip=5.0)
@@ -459,5 +456,4 @@ def test_cuda_graph_on_a_real_gpu_matches_eager(level, edge_kernels, recompute):
         for (name, a), b in zip(ours[0].state_dict().items(), eager[0].state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
     finally:
-        normalized_edge.use_triton_edge_kernels(False)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved

@@ -170,7 +170,7 @@ def test_recompute_some_candidates_only():
 def test_drop_in_for_original_darts_code():
     # The original: MixedOp(C, stride) and forward(x, weights) with weights = softmax(alpha)[edge].
     alpha = torch.zeros(14, len(PRIMITIVES), requires_grad=True)
-    op = MixedOp(4, 1)
+    op = MixedOp(4, 1, keep_weight_grad=True)
     weights = torch.softmax(alpha, dim=-1)
     out = op(torch.randn(2, 4, 6, 6), weights[3])
     assert out.shape == (2, 4, 6, 6)
@@ -179,6 +179,20 @@ def test_drop_in_for_original_darts_code():
     # The per-op gradient dL/dp of the edge is kept for diagnostics; `none` gets exactly 0.
     assert op.last_weight_grad.shape == (len(PRIMITIVES),)
     assert op.last_weight_grad[PRIMITIVES.index("none")] == 0
+    # Off by default: no gradient hook on the hot path.
+    plain = MixedOp(4, 1)
+    weights = torch.softmax(alpha, dim=-1)
+    plain(torch.randn(2, 4, 6, 6), weights[3]).sum().backward()
+    assert plain.last_weight_grad is None and plain._grad_hook is None
+
+
+def test_edge_kernels_is_an_option_checked_at_construction():
+    with pytest.raises(ValueError, match="edge_kernels must be one of"):
+        MixedOp(4, 1, NB201, edge_kernels="fast")
+    assert MixedOp(4, 1, NB201, edge_kernels="torch").edge_kernels == "torch"
+    import sdarts.ops.normalized_edge as normalized_edge
+
+    assert not hasattr(normalized_edge, "use_triton_edge_kernels")  # no process-wide switch
 
 
 def test_zero_candidate_costs_nothing_and_contributes_nothing():

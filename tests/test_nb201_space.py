@@ -108,6 +108,8 @@ def test_supernet_default_size_follows_the_benchmark():
 
 def test_supernet_forward_backward_gives_per_op_gradients():
     net = tiny_supernet()
+    for edge in (m for m in net.modules() if hasattr(m, "keep_weight_grad")):
+        edge.keep_weight_grad = True  # per-edge dL/dp, asked for
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     logits = net(x)
     assert logits.shape == (4, 10)

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from sdarts.diagnostics import kernel_ops
 from sdarts.mixed_op import MixedOp
 from sdarts.ops import backends
-from sdarts.ops import normalized_edge
 from sdarts.ops.normalized_edge import mixed_normalized_edge
 from sdarts.primitives import DARTS, NB201
 from sdarts.spaces import build_supernet
@@ -53,21 +52,20 @@ KERNEL_DEVICES = [
 ]
 
 
-@pytest.fixture(params=[False, True], ids=["torch-ops", "triton-kernels"])
+@pytest.fixture(params=["torch", "triton"], ids=["torch-ops", "triton-kernels"])
 def edge_kernels(request, monkeypatch):
-    """Run the test with the edge's statistics and backward tail in PyTorch ops, then in the
-    Triton kernels; the Triton case records which kernel entry points were called."""
+    """The ``edge_kernels`` option to test with: the edge's statistics and backward tail in
+    PyTorch ops, then in the Triton kernels; the Triton case records which kernel entry
+    points were called."""
     calls = []
-    if request.param:
+    if request.param == "triton":
         module = backends.triton_edge_module()
         if module is None:
             pytest.skip("Triton is not usable here")
         for name in ("batch_stats", "edge_backward_tail"):
             original = getattr(module, name)
             monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
-    normalized_edge.use_triton_edge_kernels(request.param)
     yield request.param, calls
-    normalized_edge.use_triton_edge_kernels(False)
 
 
 @pytest.mark.parametrize("device,backend", PAIRS)
@@ -75,7 +73,8 @@ def edge_kernels(request, monkeypatch):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("B,has_skip,has_pool", [(2, True, True), (1, False, False), (3, True, False), (9, False, True)])
 def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_skip, has_pool, edge_kernels):
-    use_kernels, kernel_calls = edge_kernels
+    kernels, kernel_calls = edge_kernels
+    use_kernels = kernels == "triton"
     if use_kernels and device not in KERNEL_DEVICES:
         pytest.skip(f"the Triton edge kernels do not run on {device} here")
     torch.manual_seed(B + 10 * has_skip + 100 * has_pool)
@@ -85,7 +84,8 @@ def test_matches_float64_oracle(device, backend, dtype, channels_last, B, has_sk
     x = make(shape, dtype, device, channels_last).requires_grad_()
     coef = torch.randn(B + 2, device=device).requires_grad_()
     grad = make(shape, dtype, device, channels_last)
-    out, mean, var = mixed_normalized_edge(branches, coef, eps=1e-3, x=x, has_skip=has_skip, has_pool=has_pool, backend=backend)
+    out, mean, var = mixed_normalized_edge(branches, coef, eps=1e-3, x=x, has_skip=has_skip, has_pool=has_pool, backend=backend,
+                                           edge_kernels=kernels)
     out.backward(grad)
     ref_out, ref_gb, ref_gc, ref_gx = oracle(branches, coef, x, has_skip, has_pool, 1e-3, grad)
     tol = TOL[dtype]
@@ -173,13 +173,15 @@ def test_mixed_op_one_node_path_matches_composed_path(backend, primitives, strid
     the whole edge, or recomputing named candidates' outputs in the edge's backward."""
     if recompute == "named":
         recompute = ("nor_conv_1x1",) if primitives is NB201 else ("sep_conv_3x3", "dil_conv_5x5")
-    use_kernels, kernel_calls = edge_kernels
+    kernels, kernel_calls = edge_kernels
+    use_kernels = kernels == "triton"
     if use_kernels and (backend == "reference" or "cpu" not in KERNEL_DEVICES):
         pytest.skip("the Triton edge kernels take float32 (the reference case here is float64)")
     torch.manual_seed(3)
     dtype = torch.float64 if backend == "reference" else torch.float32  # the kernels take no float64
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
-    fast = MixedOp(4, stride, primitives, backend=backend, recompute=recompute).to(dtype)
+    # memory_format=None: both paths in x's layout, so only their arithmetic differs.
+    fast = MixedOp(4, stride, primitives, backend=backend, recompute=recompute, edge_kernels=kernels, memory_format=None).to(dtype)
     composed = copy.deepcopy(fast)
     composed.one_node = False
     assert fast.one_node

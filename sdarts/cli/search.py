@@ -19,7 +19,7 @@ import sys
 from typing import Optional, Sequence, Set
 
 from ..data.datasets import DATASET_NAMES
-from ..ops.backends import BACKENDS
+from ..ops.backends import BACKENDS, EDGE_KERNELS
 from ..run.checkpoint import CheckpointError
 from ..run.run_dir import RunDirError
 from ..search.assembly import SearchResult, SearchStopped, load_run_config, run_search
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine = p.add_argument_group("engine and speed")
     engine.add_argument("--device", default=DEFAULTS.device, help="auto (cuda if present), cpu, cuda, cuda:N")
     engine.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend, help="fused mixed-sum backend")
+    engine.add_argument("--edge-kernels", choices=EDGE_KERNELS, default=DEFAULTS.edge_kernels,
+                        help="the one-node training edge's batch statistics and backward tail: torch (PyTorch ops), "
+                        "triton (four Triton kernels per edge; CUDA) or auto (torch unless SDARTS_TRITON_EDGE=1 was "
+                        "set at start; python -m sdarts shows which)")
     engine.add_argument("--no-fused", action="store_true", help="plain PyTorch mixed op sum(w * op(x)), for comparison")
     engine.add_argument("--recompute", nargs="*", metavar="OP", default=None,
                         help="recompute candidates in backward instead of keeping their activations (less memory, "

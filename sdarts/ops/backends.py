@@ -57,6 +57,25 @@ _TRITON_EDGE = _probe_triton("normalized_edge", "triton_edge") if _TRITON is not
 _TRITON_INTERPRETED = kernels.INTERPRETED  # read once, by sdarts.kernels
 
 
+# The one-node training edge's statistics and backward tail: PyTorch ops ("torch") or four
+# Triton kernels ("triton").  "auto" means this default, read from the environment once.
+EDGE_KERNELS = ("auto", "torch", "triton")
+DEFAULT_EDGE_KERNELS = "triton" if os.environ.get("SDARTS_TRITON_EDGE", "0") == "1" else "torch"
+
+
+def resolve_edge_kernels(edge_kernels: str) -> str:
+    """``"torch"`` or ``"triton"`` for an ``edge_kernels`` option; ValueError naming it when it is
+    not one of EDGE_KERNELS, or asks for Triton kernels this machine does not have."""
+    if edge_kernels not in EDGE_KERNELS:
+        raise ValueError(f"edge_kernels must be one of {EDGE_KERNELS}, got {edge_kernels!r}")
+    if edge_kernels == "auto":
+        return DEFAULT_EDGE_KERNELS if _TRITON_EDGE is not None else "torch"
+    if edge_kernels == "triton" and _TRITON_EDGE is None:
+        why = _PROBE_ERRORS.get("triton_edge") or _PROBE_ERRORS.get("triton") or "Triton is not installed"
+        raise ValueError(f"edge_kernels='triton' needs the Triton edge kernels (sdarts.kernels.normalized_edge): {why}")
+    return edge_kernels
+
+
 def _extension() -> Optional[ModuleType]:
     return _EXTENSION
 
@@ -159,8 +178,10 @@ def describe() -> Dict[str, object]:
         "extension_cuda": bool(ext is not None and ext.with_cuda()),
         "triton": _triton_module() is not None,
         "triton_interpreted": triton_interpreted(),
-        "triton_edge_kernels": "unavailable" if _TRITON_EDGE is None
-        else ("on" if os.environ.get("SDARTS_TRITON_EDGE") == "1" else "off (SDARTS_TRITON_EDGE=1 turns them on)"),
+        # What edge_kernels="auto" (every default) uses in this process.
+        "edge_kernels_default": resolve_edge_kernels("auto") + ("" if _TRITON_EDGE is None else
+                                                                 " (SDARTS_TRITON_EDGE=1 at start makes it triton)"
+                                                                 if DEFAULT_EDGE_KERNELS == "torch" else " (SDARTS_TRITON_EDGE=1)"),
         "cpu_backends": available("cpu"),
         "cuda_backends": available("cuda") if torch.cuda.is_available() else [],
         "probe_errors": probe_errors(),

@@ -9,8 +9,8 @@ shapes (batch 64, 16-64 channels) a GPU step is bound by launches, not bytes.  H
 forward is: the batch statistics of each candidate (one reduction each on the GPU), two
 stacks, and the fused mixed-sum kernel; the backward is the kernel's one pass plus the
 BatchNorm chain rule done on (B, C) statistics and one ``addcmul``/``add`` per candidate.
-With :func:`use_triton_edge_kernels` the statistics and that backward tail are four Triton
-launches in all (``kernels/normalized_edge.py``).
+With ``edge_kernels="triton"`` the statistics and that backward tail are four Triton
+launches in all (``kernels/normalized_edge.py``) instead of B + 4 and ~13 + 2B PyTorch ops.
 
 Forward:  y_k = (b_k - mean_k) * invstd_k   (mean, biased var over N, H, W)
           out = sum_k coef[k] * y_k + coef[B] * x + coef[B+1] * avgpool3(x)
@@ -18,7 +18,6 @@ Forward:  y_k = (b_k - mean_k) * invstd_k   (mean, biased var over N, H, W)
 
 from __future__ import annotations
 
-import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -44,22 +43,11 @@ def batch_stats(branches: Sequence[Tensor], eps: float, need_var: bool = True) -
     return mean, torch.rsqrt(var + eps), var
 
 
-_USE_TRITON_EDGE = os.environ.get("SDARTS_TRITON_EDGE", "0") == "1"
-
-
-def use_triton_edge_kernels(enabled: bool) -> None:
-    """Compute the edge's batch statistics (forward) and its BatchNorm chain rule and candidate
-    gradients (backward) in four Triton kernels (``kernels/normalized_edge.py``) instead of
-    B + 4 and ~13 + 2B PyTorch ops.  Off by default until measured on a GPU (environment:
-    ``SDARTS_TRITON_EDGE=1``); tested everywhere Triton runs."""
-    global _USE_TRITON_EDGE
-    _USE_TRITON_EDGE = bool(enabled)
-
-
-def _triton_edge_kernels(like: Tensor, branches: Sequence[Tensor]):
+def _triton_edge_kernels(use_triton: bool, like: Tensor, branches: Sequence[Tensor]):
     """The kernels module when it takes this call (``like``: g in backward, a branch in
-    forward), else None (the PyTorch ops do)."""
-    if not _USE_TRITON_EDGE or branches[0].dtype == torch.float64:
+    forward), else None (the PyTorch ops do: float64, a device Triton does not run on, or a
+    shape the kernels do not cover)."""
+    if not use_triton or branches[0].dtype == torch.float64:
         return None
     if not (branches[0].is_cuda or (branches[0].is_cpu and backends.triton_interpreted())):
         return None
@@ -73,8 +61,8 @@ def _autocast_state(device_type: str) -> Tuple[bool, torch.dtype]:
 
 class _NormalizedMixedEdge(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, coef, x, eps, has_skip, has_pool, backend, need_var, recompute, *branches):
-        kernels = _triton_edge_kernels(branches[0], branches)
+    def forward(ctx, coef, x, eps, has_skip, has_pool, backend, need_var, recompute, use_triton, *branches):
+        kernels = _triton_edge_kernels(use_triton, branches[0], branches)
         if kernels is not None:
             mean, invstd, shift, var = kernels.batch_stats(list(branches), eps)
         else:
@@ -82,6 +70,7 @@ class _NormalizedMixedEdge(torch.autograd.Function):
             shift = torch.mul(mean, invstd).neg_()
         out = forward_pass(list(branches), coef, invstd, shift, x, has_skip, has_pool, backend)
         ctx.flags = (has_skip, has_pool, backend)
+        ctx.use_triton = use_triton
         ctx.x_needs_grad = x is not None and x.requires_grad and (has_skip or has_pool)
         ctx.coef_needs_grad = coef.requires_grad
         # A branch with a recompute function is not kept: backward asks for its value again.
@@ -104,7 +93,7 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         B = len(branches)
         count = branches[0].numel() // branches[0].shape[1]
         grad_out = like_layout(grad_out, branches[0])
-        kernels = _triton_edge_kernels(grad_out, branches)
+        kernels = _triton_edge_kernels(ctx.use_triton, grad_out, branches)
         # With the Triton tail the mixed-sum pass only reduces; the tail writes the branch grads.
         grad_branches, grad_x, chan_dot, chan_gsum, dot_skip, dot_pool = backward_pass(
             grad_out, branches, coef, invstd, x, has_skip, has_pool, kernels is None, ctx.x_needs_grad, backend
@@ -114,7 +103,7 @@ class _NormalizedMixedEdge(torch.autograd.Function):
             grad_branches, grad_coef = kernels.edge_backward_tail(
                 grad_out, branches, chan_dot, chan_gsum, dot_skip, dot_pool, mean, invstd, coef
             )
-            return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, None, None, *grad_branches)
+            return (grad_coef if ctx.coef_needs_grad else None, grad_x, None, None, None, None, None, None, None, *grad_branches)
         # <g, y_k>_c = invstd_k (<g, b_k>_c - mean_k sum_c g)
         y_dot = invstd * torch.addcmul(chan_dot.to(mean.dtype), mean, chan_gsum.to(mean.dtype), value=-1.0)
         grad_coef = None
@@ -128,7 +117,7 @@ class _NormalizedMixedEdge(torch.autograd.Function):
         shape = (1, -1, 1, 1)
         for gb, b, s, o in zip(grad_branches, branches, slope.to(branches[0].dtype), offset.to(branches[0].dtype)):
             gb.addcmul_(b, s.view(shape)).add_(o.view(shape))
-        return (grad_coef, grad_x, None, None, None, None, None, None, *grad_branches)
+        return (grad_coef, grad_x, None, None, None, None, None, None, None, *grad_branches)
 
 
 def _recomputed_branches(ctx, saved: List[Optional[Tensor]]) -> List[Tensor]:
@@ -159,6 +148,7 @@ def mixed_normalized_edge(
     backend: str = "auto",
     need_var: bool = True,
     recompute: Optional[Sequence[Optional[Callable[[], Tensor]]]] = None,
+    edge_kernels: str = "auto",
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """sum_k coef[k] * BN(branches[k]) + coef[B] * x + coef[B+1] * avgpool3(x), with BN the
     training-mode, non-affine BatchNorm (batch statistics, ``eps``).
@@ -167,6 +157,10 @@ def mixed_normalized_edge(
     the edge then does not keep branch k for backward but calls it there (under the forward's
     autocast state).  Worth it where a branch is cheap to redo, e.g. a 1x1 convolution of a
     tensor that is kept anyway.
+
+    ``edge_kernels``: ``"torch"`` (PyTorch ops), ``"triton"`` (four Triton kernels where they
+    run: CUDA, or the CPU under the interpreter; not float64) or ``"auto"`` (the process
+    default, ``sdarts.ops.backends.DEFAULT_EDGE_KERNELS``).
 
     Returns ``(out, mean, var)``: the batch mean and biased variance (B, C), detached, for the
     caller's running-statistics update (``var`` may be empty when not ``need_var``).  ``coef`` has B + 2 entries (entries for an absent skip/pool are
@@ -189,8 +183,9 @@ def mixed_normalized_edge(
             recompute = None
     like = branches[0]
     chosen = backends.resolve(backend, like.device, like.dtype)
+    use_triton = backends.resolve_edge_kernels(edge_kernels) == "triton"
     operands: List[Tensor] = common_layout(branches + ([x] if x is not None else []))
     x = operands[-1] if x is not None else None
     acc = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, need_var, recompute,
+    return _NormalizedMixedEdge.apply(coef.to(acc), x, eps, has_skip, has_pool, chosen, need_var, recompute, use_triton,
                                       *operands[: len(branches)])

@@ -161,7 +161,8 @@ def build_data(config: SearchConfig, ctx: distributed.DistContext, device: torch
 
 def build_model(config: SearchConfig, num_classes: int, device: torch.device) -> nn.Module:
     kwargs: Dict[str, Any] = dict(activation=config.activation, alpha_init=config.alpha_init, backend=config.backend,
-                                  fused=not config.no_fused, recompute=recompute_setting(config.recompute))
+                                  fused=not config.no_fused, recompute=recompute_setting(config.recompute),
+                                  edge_kernels=config.edge_kernels)
     if config.init_channels is not None:
         kwargs["C"] = config.init_channels
     if config.layers is not None:
@@ -231,6 +232,7 @@ def describe_run(config: SearchConfig, command: Sequence[str], device: torch.dev
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "backend": backend if not config.no_fused else "plain PyTorch (--no-fused)",
+        "edge_kernels": backends.resolve_edge_kernels(config.edge_kernels),
         "world_size": ctx.world_size,
         "batch_per_process": config.batch_size // ctx.world_size,
         "space": {"name": space.name, "ops": list(space.primitives.names), "edges": {k: list(v) for k, v in space.edges.items()}},
@@ -285,6 +287,7 @@ def _search(config: SearchConfig, resume: bool, command: List[str], device: torc
     space = get_space(config.space)
     try:
         backend = backends.resolve(config.backend, device, torch.float32)
+        backends.resolve_edge_kernels(config.edge_kernels)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     lookup = build_lookup(config.nb201_table)

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from ..data.datasets import DATASET_NAMES
-from ..ops.backends import BACKENDS
+from ..ops.backends import BACKENDS, EDGE_KERNELS
 from ..primitives import DARTS, NB201
 from .strategies import STRATEGIES
 
@@ -94,6 +94,7 @@ class SearchConfig:
     # -- engine and speed
     device: str = "auto"
     backend: str = "auto"
+    edge_kernels: str = "auto"  # the one-node edge's statistics and backward tail: torch ops or Triton
     no_fused: bool = False
     recompute: Recompute = None
     amp: bool = False
@@ -141,6 +142,8 @@ class SearchConfig:
             raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.edge_kernels not in EDGE_KERNELS:
+            raise ConfigError(f"--edge-kernels must be one of {', '.join(EDGE_KERNELS)}, got {self.edge_kernels!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")

@@ -9,7 +9,7 @@ outputs the concatenation of the last ``multiplier`` nodes.  Cells at ``layers /
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -29,8 +29,7 @@ def num_edges(steps: int) -> int:
 
 class SearchCell(nn.Module):
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
-                 reduction: bool, reduction_prev: bool, backend: str, fused: bool,
-                 recompute: bool = False):
+                 reduction: bool, reduction_prev: bool, edge_options: Dict[str, Any]):
         super().__init__()
         self.reduction = reduction
         self.steps = steps
@@ -42,7 +41,7 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, DARTS, backend=backend, fused=fused, recompute=recompute)
+            MixedOp(C, 2 if reduction and j < 2 else 1, DARTS, **edge_options)
             for i in range(steps)
             for j in range(2 + i)
         )
@@ -75,7 +74,7 @@ class DartsSupernet(Supernet):
         stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
         activation: ``"sigmoid"`` (Single-DARTS) or ``"softmax"`` (DARTS) on alpha.
         alpha_init: initial alpha (default: every p starts at 1/8, see ``Supernet``).
-        backend, fused, recompute: passed to every :class:`sdarts.MixedOp`.
+        backend, fused, recompute, edge_kernels: passed to every :class:`sdarts.MixedOp`.
         imagenet_stem: three stride-2 3x3 convolutions before the cells, as PC-DARTS' ImageNet
             search network (for 224x224 inputs): s0 at 1/4, s1 at 1/8 resolution.
     """
@@ -83,7 +82,7 @@ class DartsSupernet(Supernet):
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, steps: int = 4, multiplier: int = 4,
                  stem_multiplier: int = 3, activation: str = "sigmoid", alpha_init: Optional[float] = None,
                  backend: str = "auto", fused: bool = True, imagenet_stem: bool = False,
-                 recompute: bool = False):
+                 recompute: bool = False, edge_kernels: str = "auto"):
         super().__init__(activation, alpha_init)
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps),
                             ("multiplier", multiplier), ("stem_multiplier", stem_multiplier)):
@@ -96,6 +95,7 @@ class DartsSupernet(Supernet):
         C_stem = stem_multiplier * C
         self.stem = ImageNetStem(3, C_stem) if imagenet_stem else CifarStem(3, C_stem)
         C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
+        edge = dict(backend=backend, fused=fused, recompute=recompute, edge_kernels=edge_kernels)
         self.cells = nn.ModuleList()
         # With the ImageNet stems s0 is at twice s1's resolution, as after a reduction.
         reduction_prev = imagenet_stem
@@ -103,7 +103,7 @@ class DartsSupernet(Supernet):
             reduction = i in reduction_cells(layers)
             if reduction:
                 C_curr *= 2
-            self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, backend, fused, recompute))
+            self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, edge))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

@@ -8,7 +8,7 @@ all cells sharing one (6, 5) alpha; the discrete cells keep one operation per ed
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -36,14 +36,15 @@ class ResNetBasicBlock(nn.Module):
 class SearchCell(nn.Module):
     """4 nodes, one :class:`MixedOp` per edge; node j = sum of its edges from nodes i < j."""
 
-    def __init__(self, C: int, backend: str, fused: bool, recompute: bool = False):
+    def __init__(self, C: int, edge_options: Dict[str, Any]):
+        """``edge_options``: MixedOp's keyword options (backend, fused, recompute, edge_kernels)."""
         super().__init__()
-        self.edges = nn.ModuleList(MixedOp(C, 1, NB201, backend=backend, fused=fused, recompute=recompute) for _ in EDGES)
+        self.edges = nn.ModuleList(MixedOp(C, 1, NB201, **edge_options) for _ in EDGES)
         # One ReLU per node, shared by every edge leaving it (each edge would compute its own).
         self.share_relu = all(edge.wants_relu for edge in self.edges)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # One view per edge and cell, so each MixedOp's gradient hook sees only its own dL/dp.
+        # One view per edge and cell, so an edge asked to keep its dL/dp (keep_weight_grad) sees only its own.
         w = weights.unbind(0)
         nodes = [x]
         relus = []
@@ -129,7 +130,7 @@ class NB201Supernet(_NB201Macro, Supernet):
         N: search cells per stage (5 in the benchmark).
         activation: ``"sigmoid"`` (Single-DARTS) or ``"softmax"`` (DARTS) on alpha.
         alpha_init: initial alpha value (default: p = 1/5 for sigmoid, 0 for softmax).
-        backend, fused, recompute: passed to every :class:`~sdarts.MixedOp`.
+        backend, fused, recompute, edge_kernels: passed to every :class:`~sdarts.MixedOp`.
     """
 
     def __init__(
@@ -142,9 +143,11 @@ class NB201Supernet(_NB201Macro, Supernet):
         backend: str = "auto",
         fused: bool = True,
         recompute: bool = False,
+        edge_kernels: str = "auto",
     ):
         super().__init__(activation=activation, alpha_init=alpha_init)
-        self._build(num_classes, C, N, lambda C_cell: SearchCell(C_cell, backend, fused, recompute))
+        edge = dict(backend=backend, fused=fused, recompute=recompute, edge_kernels=edge_kernels)
+        self._build(num_classes, C, N, lambda C_cell: SearchCell(C_cell, edge))
         self.add_alpha("alpha", len(EDGES), len(NB201))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
