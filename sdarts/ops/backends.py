@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .. import kernels  # the package only: it imports no Triton
+from ..kernels import INTERPRETED  # the package's __init__ only: it imports no Triton
 from . import reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
@@ -54,7 +54,7 @@ def _probe_triton(module: str, key: str = "triton") -> Optional[ModuleType]:
 _EXTENSION = _probe_extension()
 _TRITON = _probe_triton("mixed_sum")
 _TRITON_EDGE = _probe_triton("normalized_edge", "triton_edge") if _TRITON is not None else None
-_TRITON_INTERPRETED = kernels.INTERPRETED  # read once, by sdarts.kernels
+_TRITON_INTERPRETED = INTERPRETED  # read once, by sdarts.kernels
 
 
 # The one-node training edge's statistics and backward tail: PyTorch ops ("torch") or four
