@@ -188,7 +188,7 @@ def measure_isolated(args, names: List[str]) -> Dict[str, Dict[str, object]]:
             rows[n] = {"failed": done[-1]["failed"]}
             continue
         times = [t for run in ok for t in run["times_s"]]
-        rows[n] = {**summarize(times), "times_s": [round(t, 4) for t in times], "loss": ok[-1]["loss"],
+        rows[n] = {**summarize(times), "ms_min": min(times) * 1e3, "times_s": [round(t, 4) for t in times], "loss": ok[-1]["loss"],
                    "rounds": len(ok), "failed_rounds": len(done) - len(ok)}
         for key in ("peak_mb", "step_mb"):
             values = [run[key] for run in ok if key in run]
@@ -374,7 +374,7 @@ def _add_ratios(rows: List[Dict[str, object]]) -> None:
     if base is None:
         return
     for r in rows:
-        for key in ("ms", "peak_mb", "step_mb", "saved_mb"):
+        for key in ("ms", "ms_min", "peak_mb", "step_mb", "saved_mb"):
             if r.get(key) is not None and base.get(key):
                 r[f"{key.replace('_mb', '')}_vs_original"] = r[key] / base[key]
 
@@ -385,6 +385,7 @@ def print_tables(result: Dict[str, object], args, device: torch.device) -> None:
           f"{args.image_size}x{args.image_size}, {args.layers} cells, C={args.C}, fwd+bwd, {how(result, args)}; "
           f"load average {fmt_load(result['load_average_before'])} before, {fmt_load(result.get('load_average_after'))} after\n")
     columns = [("variant", "variant"), ("options", "MixedOp options"), ("ms", "ms/step", 0), ("ms_vs_original", "time / original"),
+               ("ms_min", "fastest step ms", 0), ("ms_min_vs_original", "fastest / original"),
                ("step_mb", "step MB", 0), ("step_vs_original", "step MB / original"), ("peak_mb", mem, 0),
                ("peak_vs_original", "peak / original"), ("saved_mb", "saved MB", 0), ("saved_vs_original", "saved / original")]
     print(markdown_table(result["rows"], columns))
