@@ -29,8 +29,8 @@ Drop-in use (a caller that passes no ``relu_x``, as foreign DARTS code does): th
 receive the same tensor x in one forward share one copy of x in the edge layout and one
 relu(x) (:meth:`MixedOp._shared_inputs` says when a shared value is served); with
 the defaults ``recompute="auto"`` and ``memory_format="auto"`` the edge takes the settings
-``sdarts-search`` uses on each device (on the CPU: channels_last, the DARTS SepConvs and
-NB201's 1x1 convolutions recomputed; on CUDA: nothing).  A caller that passes ``relu_x``
+measured to pay on each device (on the CPU: channels_last, the DARTS SepConvs' internals and
+NB201's 1x1 outputs recomputed; on CUDA: nothing).  A caller that passes ``relu_x``
 (sdarts' own cells) manages sharing and layout itself, and the edge leaves both alone.
 """
 
