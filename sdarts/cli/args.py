@@ -7,16 +7,33 @@ import math
 from typing import Iterable, Optional, Sequence, Set
 
 
-def finite_float(text: str) -> float:
-    """A float flag's value: any finite number (nan and inf would reach config.json, which is
-    JSON and has neither)."""
+def parse_number(text: str, kind: type = float, minimum: Optional[float] = None, *, above: bool = False,
+                 below: Optional[float] = None):
+    """``text`` as a finite ``kind`` (int or float) >= ``minimum`` (> when ``above``) and <
+    ``below``; ValueError saying what was expected ("must be a finite number, got nan")
+    otherwise.  nan and inf are refused: they would reach config.json, which is JSON and has neither."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        value = None
+    if kind is float and value is not None and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {text}")
+    if value is None:
+        raise ValueError(f"must be {'an integer' if kind is int else 'a finite number'}, "
+                         f"got {text if text.strip() else repr(text)}")
+    if minimum is not None and (value <= minimum if above else value < minimum):
+        raise ValueError(f"must be {'>' if above else '>='} {minimum:g}, got {text}")
+    if below is not None and value >= below:
+        raise ValueError(f"must be below {below:g}, got {text}")
     return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: any finite number (argparse names the flag in its error)."""
+    try:
+        return parse_number(text, float)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def given_on_command_line(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> Set[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Callable, List, NoReturn, Optional
@@ -28,6 +27,7 @@ from ..spaces.darts.genotype import GENOTYPES, genotype_to_json, parse_genotype
 from ..train.data import DataError
 from ..train.loop import TrainError, check_device, evaluate_checkpoint, fit, read_run_config
 from ..train.recipes import CIFAR, DATASETS, IMAGENET, SCHEDULES, TrainConfig, make_config, network_problem, recipe
+from .args import parse_number
 
 PROG = "sdarts-train"
 
@@ -44,25 +44,14 @@ class UsageError(Exception):
 
 def number(flag: str, kind: type = float, minimum: Optional[float] = None, *, above: bool = False,
            below: Optional[float] = None) -> Callable[[str], float]:
-    """An argparse ``type`` for ``flag``: a finite ``kind`` (int or float) >= ``minimum``
-    (> when ``above``) and < ``below``; UsageError ("--lr must be a finite number, got nan")
-    otherwise."""
+    """An argparse ``type`` for ``flag``: :func:`~sdarts.cli.args.parse_number`'s rule, as a
+    UsageError naming the flag ("--lr must be a finite number, got nan")."""
 
     def parse(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if kind is float and value is not None and not math.isfinite(value):
-            raise UsageError(f"{flag} must be a finite number, got {text}")
-        if value is None:
-            raise UsageError(f"{flag} must be {'an integer' if kind is int else 'a finite number'}, "
-                             f"got {text if text.strip() else repr(text)}")
-        if minimum is not None and (value <= minimum if above else value < minimum):
-            raise UsageError(f"{flag} must be {'>' if above else '>='} {minimum:g}, got {text}")
-        if below is not None and value >= below:
-            raise UsageError(f"{flag} must be below {below:g}, got {text}")
-        return value
+            return parse_number(text, kind, minimum, above=above, below=below)
+        except ValueError as err:
+            raise UsageError(f"{flag} {err}") from None
 
     parse.__name__ = kind.__name__
     return parse

@@ -23,6 +23,7 @@ import torch.nn as nn
 from ..ops import backends
 from ..run import distributed
 from ..run.checkpoint import CheckpointError, first_nonfinite
+from ..run.device import DeviceError, pick_device
 from ..run.run_dir import RunDir, RunDirError
 from ..spaces import SearchSpace, build_supernet, get_space
 from .config import (ALPHA_BETAS, ALPHA_LR, ALPHA_WEIGHT_DECAY, IMAGENET_SCALE, W_GRAD_CLIP, W_MOMENTUM, W_WEIGHT_DECAY,
@@ -60,17 +61,12 @@ def _say(text: str) -> None:
 
 
 def resolve_device(name: str, ctx: distributed.DistContext) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    """``--device`` for this process (:func:`sdarts.run.pick_device`), made CUDA's current device."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device (cpu, cuda, cuda:N)") from None
+        device = pick_device(name, ctx.local_rank)
+    except DeviceError as err:
+        raise ConfigError(str(err)) from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device here")
-        if device.index is None:
-            device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     return device
 

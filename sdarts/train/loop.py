@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..spaces.darts import build_network, parse_genotype
+from ..run import device as run_device
 from ..run.checkpoint import CheckpointError, first_nonfinite, load_checkpoint
 from ..run.distributed import DistContext, all_reduce_, init_from_env, shutdown
 from ..run.run_dir import RunDir, RunDirError
@@ -70,31 +71,19 @@ def _one_line(err: BaseException) -> str:
 
 def check_device(device: Optional[str]) -> None:
     """TrainError unless ``device`` (``--device``) is None, ``cpu``, or a CUDA device present here."""
-    if device is None:
-        return
     try:
-        chosen = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise TrainError(f"--device {device!r} is not a device; expected cpu, cuda or cuda:N") from None
-    if chosen.type not in ("cpu", "cuda"):
-        raise TrainError(f"--device {device!r}: sdarts-train runs on cpu, cuda or cuda:N, not {chosen.type}")
-    if chosen.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {device}: no CUDA device here (torch {torch.__version__}); use --device cpu")
-        count = torch.cuda.device_count()
-        if chosen.index is not None and chosen.index >= count:
-            raise TrainError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        run_device.check_device(device)
+    except run_device.DeviceError as err:
+        raise TrainError(str(err)) from None
 
 
 def pick_device(device: Optional[str], ctx: DistContext) -> torch.device:
     """``device`` if given (``"cuda"`` meaning this rank's GPU); else this rank's GPU when
     there is one, else the CPU.  TrainError (naming ``--device``) for one that is not here."""
-    check_device(device)
-    chosen = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if chosen.type == "cuda" and chosen.index is None:
-        chosen = torch.device("cuda", ctx.local_rank)
-        check_device(str(chosen))
-    return chosen
+    try:
+        return run_device.pick_device(device, ctx.local_rank)
+    except run_device.DeviceError as err:
+        raise TrainError(str(err)) from None
 
 
 # -- reading a run, cheaply and with errors a user can act on ----------------------------
