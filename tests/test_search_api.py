@@ -18,7 +18,7 @@ def test_run_search_returns_the_run_directorys_result(tmp_path):
     assert [r["epoch"] for r in result.history] == [1, 2] and len(result.decisions) == 6
     # The run directory's config is the resolved config: it reloads as one and resumes.
     again = load_run_config(str(tmp_path / "run"))
-    assert again == config.replace(lr=0.005, channels_last=True, recompute=["nor_conv_1x1"])
+    assert again == config.replace(lr=0.005, channels_last=True, recompute=["nor_conv_1x1"], alpha_lr=3e-4)
     assert run_search(again, resume=True, progress=False).genotype == result.genotype
 
 

@@ -23,11 +23,12 @@ from ..ops.backends import BACKENDS, EDGE_KERNELS
 from ..run.checkpoint import CheckpointError
 from ..run.run_dir import RunDirError
 from ..search.assembly import SearchResult, SearchStopped, load_run_config, run_search
-from ..search.config import (ALPHA_BETAS, ALPHA_LR, DARTS_IMAGENET_LR, IMAGENET_SCALE, NB201_LR, W_GRAD_CLIP, W_MOMENTUM,
+from ..search.config import (ALPHA_BETAS, ALPHA_LR, ALPHA_OPTIMIZERS, ALPHA_SGD_MOMENTUM, BENCHMARK_APIS, DARTS_IMAGENET_LR, IMAGENET_SCALE, NB201_LR, W_GRAD_CLIP, W_MOMENTUM,
                              W_WEIGHT_DECAY, ACTIVATIONS, ConfigError, SearchConfig, flag)
 from ..search.decision import verdict
 from ..search.strategies import STRATEGIES
 from ..spaces import SPACES
+from ..spaces.base import DERIVE_RULES
 from .args import finite_float, given_on_command_line
 
 PROG = "sdarts-search"
@@ -77,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--activation", choices=ACTIVATIONS, default=DEFAULTS.activation, help="p = activation(alpha)")
     method.add_argument("--alpha-init", type=finite_float, default=None,
                         help="initial alpha (by default -ln(K-1) for sigmoid, so every p starts at 1/K; 0 for softmax)")
+    method.add_argument("--alpha-optimizer", choices=ALPHA_OPTIMIZERS, default=DEFAULTS.alpha_optimizer,
+                        help=f"alpha's optimizer: adam (lr {ALPHA_LR}, betas {ALPHA_BETAS}) or sgd (the paper's Tables 4 "
+                        f"and 5: constant lr, momentum {ALPHA_SGD_MOMENTUM}, no weight decay)")
+    method.add_argument("--alpha-lr", type=finite_float, default=None,
+                        help=f"alpha's learning rate (default {ALPHA_LR} for adam; w's --lr for sgd)")
+    method.add_argument("--derive", choices=DERIVE_RULES, default=DEFAULTS.derive,
+                        help="how the cell is derived from p: argmax (the most probable op per edge, none included, as "
+                        "NAS-Bench-201 does) or exclude-none (never none, DARTS' rule); both cells and their lookups "
+                        "are logged every epoch.  The DARTS space always excludes none")
     method.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="search epochs")
     method.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                         help="the global batch (each of N torchrun processes takes batch/N of it)")
@@ -123,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--cuda-graph, but a failed capture stops the search at once with the reason (exit 2) "
                         "instead of warning and going on with eager steps (several times slower); for timed runs")
     engine.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap train and evaluation steps (quick runs)")
+    report = p.add_argument_group("diagnostics and results")
+    report.add_argument("--grad-correlation-every", type=int, default=None, metavar="N",
+                        help="every N steps, the correlation of the gradients that move alpha and w at chosen edges "
+                        "(the paper's Eq. 8, Figure 2; sdarts.search.grad_correlation); off by default (costs two "
+                        "extra forward+backward passes per probe)")
+    report.add_argument("--tensorboard", action="store_true",
+                        help="also log every epoch's figures to RUN_DIR/tensorboard (needs the tensorboard package)")
+    report.add_argument("--benchmark-api", choices=BENCHMARK_APIS, default=None,
+                        help="look the derived cells up with the official NAS-Bench-201 API (nats_bench or nas_201_api, "
+                        "installed by you) in --benchmark-file, 200-epoch results averaged over seeds, instead of "
+                        "--nb201-table")
+    report.add_argument("--benchmark-file", default=None, help="the benchmark's own file for --benchmark-api")
     engine.add_argument("--log-every", type=int, default=DEFAULTS.log_every, help="steps between progress-bar updates (host syncs)")
     return p
 
@@ -167,6 +189,11 @@ def summary_text(result: SearchResult) -> str:
         lines.append(f"warning: epoch {warned[-1]['epoch']}: {warned[-1]['warning']}")
     if result.benchmark:
         lines.append("NAS-Bench-201 (200 epochs): " + "  ".join(f"{k} {v:.2f}" for k, v in result.benchmark.items() if k != "index"))
+    for rule, cell in last.get("cells", {}).items():
+        if cell != result.genotype:  # the other derivation rule picks another cell: say which and how good
+            bench = (last.get("benchmarks") or {}).get(rule)
+            score = ("  " + "  ".join(f"{k} {v:.2f}" for k, v in bench.items() if k != "index")) if bench else ""
+            lines.append(f"with --derive {rule}: {cell}{score}")
     lines.append(f"supernet: train acc {last['train_acc']:.2f}%, valid acc {last['valid_acc']:.2f}% (other half)")
     return "\n".join(lines)
 

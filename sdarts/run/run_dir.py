@@ -26,7 +26,9 @@ from typing import Any, Dict, Iterable, List, Optional
 from .checkpoint import load_checkpoint, save_checkpoint
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` through a temporary file: a reader sees the old or the new
+    text, never a part; RunDirError (the old file intact) if it cannot be written."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     except OSError as err:
@@ -144,7 +146,7 @@ class RunDir:
         return removed
 
     def write_config(self, config: Dict[str, Any]) -> None:
-        _write_text_atomic(self.config, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(self.config, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def read_config(self) -> Dict[str, Any]:
         with open(self.config) as f:
@@ -160,7 +162,7 @@ class RunDir:
 
     def rewrite_metrics(self, records: Iterable[Dict[str, Any]]) -> None:
         """Replace metrics.jsonl by ``records`` (on resume: exactly the checkpoint's epochs)."""
-        _write_text_atomic(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
 
     def read_metrics(self):
         return read_metrics(self.metrics)
@@ -172,4 +174,4 @@ class RunDir:
         return load_checkpoint(self.checkpoint)
 
     def write_genotype(self, data: Dict[str, Any]) -> None:
-        _write_text_atomic(self.genotype, json.dumps(data, indent=2) + "\n")
+        write_text_atomic(self.genotype, json.dumps(data, indent=2) + "\n")

@@ -26,7 +26,7 @@ from ..run.checkpoint import CheckpointError, first_nonfinite
 from ..run.device import DeviceError, pick_device
 from ..run.run_dir import RunDir, RunDirError
 from ..spaces import SearchSpace, build_supernet, get_space
-from .config import (ALPHA_BETAS, ALPHA_LR, ALPHA_WEIGHT_DECAY, IMAGENET_SCALE, W_GRAD_CLIP, W_MOMENTUM, W_WEIGHT_DECAY,
+from .config import (ALPHA_BETAS, ALPHA_SGD_MOMENTUM, ALPHA_WEIGHT_DECAY, IMAGENET_SCALE, W_GRAD_CLIP, W_MOMENTUM, W_WEIGHT_DECAY,
                      ConfigError, SearchConfig, recompute_setting)
 from .decision import EdgeDecision, cell_decisions, verdict
 from .graphed_step import CudaGraphCaptureError
@@ -171,16 +171,25 @@ def build_model(config: SearchConfig, num_classes: int, device: torch.device) ->
     return model
 
 
-def build_lookup(path: Optional[str]) -> Optional[Lookup]:
-    """Each epoch's cell -> its benchmark accuracies (None, with a warning, for a missing cell)."""
-    if path is None:
+def build_lookup(path: Optional[str], api: Optional[str] = None, api_file: Optional[str] = None) -> Optional[Lookup]:
+    """Each epoch's cell -> its benchmark accuracies (None, with a warning, for a missing cell),
+    from the CSV table at ``path`` or through the official API (``api``) in ``api_file``."""
+    if path is None and api is None:
         return None
     from ..spaces.nb201.table import ACCURACY_COLUMNS, NB201Table
 
-    try:
-        table = NB201Table.from_csv(path)
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"--nb201-table: {err}") from None
+    if api is not None:
+        from ..spaces.nb201.api import BenchmarkAPILookup
+
+        try:
+            table = BenchmarkAPILookup.from_file(api_file, api=api)
+        except (ValueError, OSError) as err:
+            raise ConfigError(str(err)) from None
+    else:
+        try:
+            table = NB201Table.from_csv(path)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"--nb201-table: {err}") from None
     warned = set()
 
     def lookup(arch: str) -> Optional[Dict[str, float]]:
@@ -194,6 +203,19 @@ def build_lookup(path: Optional[str]) -> Optional[Lookup]:
         return {"index": row["index"], **{c: row[c] for c in ACCURACY_COLUMNS}}
 
     return lookup
+
+
+def open_tensorboard(config: SearchConfig, run: RunDir, space: SearchSpace):
+    """RUN_DIR/tensorboard's logger with ``--tensorboard`` (a resumed run appends to it)."""
+    if not config.tensorboard:
+        return None
+    from .tensorboard_log import TensorBoardLogger
+
+    try:
+        return TensorBoardLogger(str(run.path / "tensorboard"), {k: list(v) for k, v in space.edges.items()},
+                                 list(space.primitives.names))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_split_file(path: Optional[str]) -> None:
@@ -236,21 +258,44 @@ def describe_run(config: SearchConfig, command: Sequence[str], device: torch.dev
     }
 
 
+def build_alpha_optimizer(config: SearchConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """alpha's optimizer: Adam (the paper's default) or SGD (its Tables 4 and 5), lr resolved."""
+    if config.alpha_optimizer == "sgd":
+        return torch.optim.SGD(model.arch_parameters(), lr=config.alpha_lr, momentum=ALPHA_SGD_MOMENTUM, weight_decay=0.0)
+    # capturable: Adam keeps its step count on the device, so that a CUDA graph can advance it.
+    return torch.optim.Adam(model.arch_parameters(), lr=config.alpha_lr, betas=ALPHA_BETAS, weight_decay=ALPHA_WEIGHT_DECAY,
+                            capturable=config.cuda_graph)
+
+
+def correlation_probe(model: nn.Module, strategy) -> Callable:
+    """The gradient correlation (Eq. 8) of the first, middle and last cell's edges, between the
+    batch that moves alpha and the one that moves w (the same one for single-level)."""
+    from .grad_correlation import default_edges, edge_grad_correlation
+
+    edges = default_edges(model)
+
+    def probe(model, batch_w, batch_alpha):
+        return edge_grad_correlation(model, batch_alpha, batch_w, edges=edges, criterion=strategy.criterion)
+
+    return probe
+
+
 def build_searcher(config: SearchConfig, model: nn.Module, data: SearchData, space: SearchSpace, run: RunDir,
-                   lookup: Optional[Lookup], ctx: distributed.DistContext, progress: bool) -> Searcher:
+                   lookup: Optional[Lookup], ctx: distributed.DistContext, progress: bool,
+                   on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> Searcher:
     """Both optimisers (the paper's settings), w's cosine schedule, the strategy and the loop."""
     w_optimizer = torch.optim.SGD(model.weight_parameters(), lr=config.lr, momentum=W_MOMENTUM, weight_decay=W_WEIGHT_DECAY)
-    # capturable: Adam keeps its step count on the device, so that a CUDA graph can advance it.
-    alpha_optimizer = torch.optim.Adam(model.arch_parameters(), lr=ALPHA_LR, betas=ALPHA_BETAS, weight_decay=ALPHA_WEIGHT_DECAY,
-                                       capturable=config.cuda_graph)
+    alpha_optimizer = build_alpha_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, T_max=config.epochs, eta_min=0.0)
     amp_dtype = torch.bfloat16 if config.amp else None
     strategy = build_strategy(config.optimizer_level, w_optimizer, alpha_optimizer, grad_clip=W_GRAD_CLIP,
                               autocast_dtype=amp_dtype, grad_sync=distributed.average_grads if ctx.enabled else None)
+    probe = correlation_probe(model, strategy) if config.grad_correlation_every is not None else None
     return Searcher(model, strategy, scheduler, data, space, epochs=config.epochs, max_steps_per_epoch=config.max_steps_per_epoch,
                     log_every=config.log_every, lookup=lookup if ctx.is_main else None, dist_ctx=ctx, run_dir=run,
                     autocast_dtype=amp_dtype, progress=progress, cuda_graph=config.cuda_graph,
-                    cuda_graph_strict=config.cuda_graph_strict)
+                    cuda_graph_strict=config.cuda_graph_strict, derive=config.derive, probe=probe,
+                    probe_every=config.grad_correlation_every, on_epoch=on_epoch)
 
 
 # -- the search -----------------------------------------------------------------------------
@@ -286,8 +331,19 @@ def _search(config: SearchConfig, resume: bool, command: List[str], device: torc
         backends.resolve_edge_kernels(config.edge_kernels)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    lookup = build_lookup(config.nb201_table)
+    lookup = build_lookup(config.nb201_table, config.benchmark_api, config.benchmark_file)
     check_split_file(config.split_file)
+    tensorboard = open_tensorboard(config, run, space) if ctx.is_main else None
+    try:
+        return _search_with(config, resume, command, device, ctx, run, progress, space, backend, lookup, tensorboard)
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
+
+
+def _search_with(config: SearchConfig, resume: bool, command: List[str], device: torch.device, ctx: distributed.DistContext,
+                 run: RunDir, progress: bool, space: SearchSpace, backend: str, lookup: Optional[Lookup],
+                 tensorboard) -> Optional[SearchResult]:
     state = read_resume_state(run) if resume else None
     seed_everything(config.seed)
     if device.type == "cuda":
@@ -299,7 +355,8 @@ def _search(config: SearchConfig, resume: bool, command: List[str], device: torc
     model = build_model(config, dataset.num_classes, device)
     if ctx.enabled:
         distributed.broadcast_module(model)
-    searcher = build_searcher(config, model, data, space, run, lookup, ctx, progress)
+    searcher = build_searcher(config, model, data, space, run, lookup, ctx, progress,
+                              on_epoch=tensorboard.log_epoch if tensorboard is not None else None)
 
     if state is not None:
         try:
@@ -331,13 +388,14 @@ def _search(config: SearchConfig, resume: bool, command: List[str], device: torc
 
 def _finish(config: SearchConfig, space: SearchSpace, model, run: RunDir, history: List[Dict[str, Any]]) -> SearchResult:
     """Write genotype.json: the derived cell, and how decided each of its edges is."""
-    genotype = model.genotype()
+    genotype = model.genotype(config.derive)
     last = history[-1]
     decisions = cell_decisions(space, model)
     decided, text = all(d.decided for d in decisions), verdict(decisions)
     run.write_genotype({
         "space": config.space, "genotype": space.genotype_json(genotype), "genotype_str": space.genotype_str(genotype),
         "epochs": last["epoch"], "p": last["p"], "benchmark": last.get("benchmark"),
+        "derive": config.derive, "cells": last.get("cells"), "benchmarks": last.get("benchmarks"),
         "decided": decided, "verdict": text, "edges": [d.to_json() for d in decisions],
     })
     return SearchResult(run_dir=str(run.path), genotype=space.genotype_str(genotype), decided=decided, verdict=text,

@@ -24,9 +24,11 @@ import torch
 from ..data.datasets import DATASET_NAMES
 from ..ops.backends import BACKENDS, EDGE_KERNELS
 from ..primitives import DARTS, NB201
+from ..spaces.base import DERIVE_RULES
 from .strategies import STRATEGIES
 
 SPACE_NAMES = ("darts", "nb201")
+BENCHMARK_APIS = ("auto", "nats_bench", "nas_201_api")
 ACTIVATIONS = ("sigmoid", "softmax")
 IMAGENET_SCALE = ("imagefolder", "imagenet")
 # The paper's optimiser settings (Single-DARTS, Section 4): w by SGD, alpha by Adam.
@@ -34,6 +36,11 @@ NB201_LR = 0.005
 DARTS_IMAGENET_LR = 0.025
 W_MOMENTUM, W_WEIGHT_DECAY, W_GRAD_CLIP = 0.9, 3e-4, 5.0
 ALPHA_LR, ALPHA_BETAS, ALPHA_WEIGHT_DECAY = 3e-4, (0.5, 0.999), 0.0
+# alpha by SGD (the paper's Tables 4 and 5): constant lr (w's lr unless --alpha-lr is given),
+# w's momentum, no weight decay.  The paper gives only the optimizer and its lr; momentum
+# and the constant schedule are our reading (DARTS' alpha optimizer has no schedule either).
+ALPHA_OPTIMIZERS = ("adam", "sgd")
+ALPHA_SGD_MOMENTUM = W_MOMENTUM
 # Recomputed by default where it was measured to pay (bench/results): on the CPU, the DARTS
 # SepConvs (most of a DARTS edge's internals) and NB201's 1x1 convolutions.
 DEFAULT_RECOMPUTE = {("darts", "cpu"): ("sep_conv_3x3", "sep_conv_5x5"), ("nb201", "cpu"): ("nor_conv_1x1",)}
@@ -84,6 +91,9 @@ class SearchConfig:
     optimizer_level: str = "single"
     activation: str = "sigmoid"
     alpha_init: Optional[float] = None
+    alpha_optimizer: str = "adam"
+    alpha_lr: Optional[float] = None  # None: 3e-4 for Adam, w's lr for SGD
+    derive: str = "argmax"  # how the cell is derived from p (both rules are logged every epoch)
     epochs: int = 50
     batch_size: int = 64
     eval_batch_size: int = 512
@@ -103,6 +113,11 @@ class SearchConfig:
     cuda_graph_strict: bool = False  # a failed capture stops the search (else: warn, go on eagerly)
     max_steps_per_epoch: Optional[int] = None
     log_every: int = 50
+    # -- diagnostics and where results go
+    grad_correlation_every: Optional[int] = None  # steps between gradient-correlation probes (Eq. 8)
+    tensorboard: bool = False  # also log the epoch records to RUN_DIR/tensorboard
+    benchmark_api: Optional[str] = None  # look cells up with nats_bench / nas_201_api (auto: either)
+    benchmark_file: Optional[str] = None  # the user's own benchmark file for --benchmark-api
     # Settings a resumed run may take anew; every other one is the run's own.
     RESUMABLE = ("data_dir", "device", "nb201_table", "log_every")
 
@@ -142,16 +157,20 @@ class SearchConfig:
             raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.alpha_optimizer not in ALPHA_OPTIMIZERS:
+            raise ConfigError(f"--alpha-optimizer must be one of {', '.join(ALPHA_OPTIMIZERS)}, got {self.alpha_optimizer!r}")
+        if self.derive not in DERIVE_RULES:
+            raise ConfigError(f"--derive must be one of {', '.join(DERIVE_RULES)}, got {self.derive!r}")
         if self.edge_kernels not in EDGE_KERNELS:
             raise ConfigError(f"--edge-kernels must be one of {', '.join(EDGE_KERNELS)}, got {self.edge_kernels!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps_per_epoch", "init_channels", "layers"):
+        for name in ("max_steps_per_epoch", "init_channels", "layers", "grad_correlation_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
-        for name in ("data_fraction", "lr", "alpha_init"):
+        for name in ("data_fraction", "lr", "alpha_init", "alpha_lr"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
@@ -163,8 +182,21 @@ class SearchConfig:
                 raise ConfigError(f"--recompute {' '.join(unknown)}: not a candidate of the {self.space} space ({', '.join(names)})")
         if not 0.0 < self.data_fraction <= 1.0:
             raise ConfigError(f"--data-fraction must be in (0, 1], got {self.data_fraction}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        for name in ("lr", "alpha_lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{flag(name)} must be positive, got {value}")
+        if self.benchmark_api is not None:
+            if self.space != "nb201":
+                raise ConfigError("--benchmark-api needs --space nb201")
+            if self.benchmark_api not in BENCHMARK_APIS:
+                raise ConfigError(f"--benchmark-api must be one of {', '.join(BENCHMARK_APIS)}, got {self.benchmark_api!r}")
+            if self.benchmark_file is None:
+                raise ConfigError("--benchmark-api needs --benchmark-file (the benchmark's own file, e.g. NATS-tss-v1_0-3ffb9-simple)")
+            if self.nb201_table is not None:
+                raise ConfigError("--benchmark-api and --nb201-table both look cells up: give one")
+        elif self.benchmark_file is not None:
+            raise ConfigError("--benchmark-file needs --benchmark-api")
         if self.nb201_table is not None and self.space != "nb201":
             raise ConfigError("--nb201-table needs --space nb201")
         if (self.cuda_graph or self.cuda_graph_strict) and self.optimizer_level == "bilevel-second":
@@ -178,7 +210,13 @@ class SearchConfig:
             lr=default_lr(self.space, self.dataset) if self.lr is None else self.lr,
             channels_last=device.type == "cpu" if self.channels_last is None else self.channels_last,
             recompute=default_recompute(self.space, device) if self.recompute is None else self.recompute,
+            alpha_lr=self.default_alpha_lr() if self.alpha_lr is None else self.alpha_lr,
         )
+
+    def default_alpha_lr(self) -> float:
+        if self.alpha_optimizer == "adam":
+            return ALPHA_LR
+        return default_lr(self.space, self.dataset) if self.lr is None else self.lr
 
     # -- the optimisers' settings (constants of the paper, recorded with every run) ---------
 
@@ -186,6 +224,12 @@ class SearchConfig:
         return {
             "w": {"optimizer": "SGD", "lr": self.lr, "schedule": "cosine to 0, stepped per epoch", "momentum": W_MOMENTUM,
                   "weight_decay": W_WEIGHT_DECAY, "grad_clip": W_GRAD_CLIP},
-            "alpha": {"optimizer": "Adam", "lr": ALPHA_LR, "betas": list(ALPHA_BETAS), "weight_decay": ALPHA_WEIGHT_DECAY},
+            "alpha": self.alpha_hyperparameters(),
         }
+
+    def alpha_hyperparameters(self) -> Dict[str, Any]:
+        lr = self.default_alpha_lr() if self.alpha_lr is None else self.alpha_lr
+        if self.alpha_optimizer == "sgd":
+            return {"optimizer": "SGD", "lr": lr, "schedule": "constant", "momentum": ALPHA_SGD_MOMENTUM, "weight_decay": 0.0}
+        return {"optimizer": "Adam", "lr": lr, "betas": list(ALPHA_BETAS), "weight_decay": ALPHA_WEIGHT_DECAY}
 

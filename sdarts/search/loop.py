@@ -20,7 +20,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..spaces import SearchSpace
-from ..spaces.base import Supernet
+from ..spaces.base import DERIVE_RULES, Supernet
 from ..run import distributed
 from ..run.checkpoint import capture_rng_state, first_nonfinite, restore_rng_state
 from .graphed_step import GraphedStep
@@ -107,6 +107,11 @@ class Searcher:
         cuda_graph_strict: with ``cuda_graph``, a failed capture raises
             :class:`~sdarts.search.graphed_step.CudaGraphCaptureError` (the search stops with
             the reason) instead of warning and going on with eager steps.
+        derive: the rule of the epoch's ``genotype`` (``DERIVE_RULES``); the cells of every rule
+            (and their lookups) are logged too, under ``cells`` and ``benchmarks``.
+        probe: ``probe(model, batch_w, batch_alpha) -> {name: float}``, run before every
+            ``probe_every``-th step (the gradient correlation); logged under ``grad_correlation``.
+        on_epoch: called with each epoch's record after it is written (e.g. TensorBoard).
     """
 
     def __init__(
@@ -127,7 +132,15 @@ class Searcher:
         progress: bool = True,
         cuda_graph: bool = False,
         cuda_graph_strict: bool = False,
+        derive: str = "argmax",
+        probe: Optional[Callable[[Supernet, Batch, Batch], Dict[str, float]]] = None,
+        probe_every: Optional[int] = None,
+        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
     ):
+        if derive not in DERIVE_RULES:
+            raise ValueError(f"derive must be one of {DERIVE_RULES}, got {derive!r}")
+        if probe is not None and (probe_every is None or probe_every < 1):
+            raise ValueError(f"probe_every must be a positive step count with a probe, got {probe_every!r}")
         if strategy.alpha_source != "same" and data.alpha is None:
             raise ValueError(f"strategy {strategy.name!r} takes alpha's batches from {strategy.alpha_source!r}: data.alpha is required")
         self.model = model
@@ -147,6 +160,10 @@ class Searcher:
         self.reduce = distributed.all_reduce_ if dist_ctx.enabled else None
         self.graphed = (GraphedStep(model, strategy, on_failure="raise" if cuda_graph_strict else "warn")
                         if cuda_graph else None)
+        self.derive = derive
+        self.probe, self.probe_every = probe, probe_every
+        self.on_epoch = on_epoch
+        self._probes: List[Dict[str, Any]] = []
         self.history: List[Dict[str, Any]] = []
         self.start_epoch = 0
 
@@ -202,6 +219,8 @@ class Searcher:
                 # Checkpoint first: a run killed in between rewrites metrics from it on resume.
                 self.run_dir.save_checkpoint(state)
                 self.run_dir.append_metrics(record)
+            if self.on_epoch is not None and self.dist.is_main:
+                self.on_epoch(record)
             if self.progress:
                 tqdm.write(self.describe_epoch(record))
         return self.history
@@ -242,6 +261,8 @@ class Searcher:
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
         with bar:
             for step, (batch_w, batch_alpha) in enumerate(itertools.islice(self._batches(epoch), steps)):
+                if self.probe is not None and step % self.probe_every == 0:
+                    self._probes.append({"step": step, **self.probe(self.model, batch_w, batch_alpha)})
                 out = self.step(batch_w, batch_alpha)
                 meter.update(out.loss, out.logits, out.targets, step + 1)
                 meter.add_weight_grads(out.weight_grads)
@@ -275,7 +296,8 @@ class Searcher:
     # -- reporting -----------------------------------------------------------------------
 
     def epoch_record(self, epoch, lr, train, valid, seconds, elapsed) -> Dict[str, Any]:
-        genotype = self.space.genotype_str(self.model.genotype())
+        cells = {rule: self.space.genotype_str(self.model.genotype(rule)) for rule in DERIVE_RULES}
+        genotype = cells[self.derive]
         record: Dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -284,13 +306,18 @@ class Searcher:
             "valid_loss": finite_or_none(valid["loss"]),
             "valid_acc": 100.0 * valid["acc"],
             "genotype": genotype,
+            "derive": self.derive,
+            "cells": cells,
             "p": {name: p.tolist() for name, p in self.model.probabilities().items()},
             "dL_dp": train["dL_dp"],
             "time_s": seconds,
             "elapsed_s": elapsed,
         }
         if self.lookup is not None:
-            record["benchmark"] = self.lookup(genotype)
+            record["benchmarks"] = {rule: self.lookup(cell) for rule, cell in cells.items()}
+            record["benchmark"] = record["benchmarks"][self.derive]
+        if self.probe is not None:
+            record["grad_correlation"], self._probes = self._probes, []
         if self.graphed is not None:
             record["cuda_graph"] = "replayed" if self.graphed.failure is None else f"eager after a failed capture: {self.graphed.failure}"
         if self.dist.enabled:

@@ -16,6 +16,11 @@ import torch
 import torch.nn as nn
 
 ACTIVATIONS = ("sigmoid", "softmax")
+# How a cell is derived from p: "argmax" takes the most probable op per edge, ``none``
+# included (NAS-Bench-201's rule); "exclude-none" never takes ``none`` (DARTS' rule).  With
+# sigmoid, dL/dp of ``none`` is 0, so its p stays at its initial 1/K and "argmax" picks it on
+# every edge where the other candidates drift below 1/K.  The DARTS space always excludes it.
+DERIVE_RULES = ("argmax", "exclude-none")
 
 
 def default_alpha_init(activation: str, num_ops: int) -> float:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .network import CifarStem, ImageNetStem, reduction_cells
 from ...mixed_op import MixedOp
 from ...primitives import DARTS, FactorizedReduce, ReLUConvBN
-from ..base import Supernet
+from ..base import DERIVE_RULES, Supernet
 from .genotype import Genotype, derive_genotype
 
 
@@ -118,7 +118,10 @@ class DartsSupernet(Supernet):
             s0, s1 = s1, cell(s0, s1, p["alpha_reduce"] if cell.reduction else p["alpha_normal"])
         return self.classifier(self.global_pooling(s1).flatten(1))
 
-    def genotype(self) -> Genotype:
-        """The discrete cells DARTS derives from the current p (see ``derive_cell``)."""
+    def genotype(self, derive: str = "exclude-none") -> Genotype:
+        """The discrete cells DARTS derives from the current p (see ``derive_cell``); DARTS'
+        rule never takes ``none``, so both ``DERIVE_RULES`` give this cell."""
+        if derive not in DERIVE_RULES:
+            raise ValueError(f"derive must be one of {', '.join(DERIVE_RULES)}, got {derive!r}")
         p = self.probabilities()
         return derive_genotype(p["alpha_normal"], p["alpha_reduce"], self.steps, self.multiplier, DARTS)

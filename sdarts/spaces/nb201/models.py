@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ...mixed_op import MixedOp
 from ...primitives import NB201, ReLUConvBN
-from ..base import Supernet
+from ..base import DERIVE_RULES, Supernet
 from .genotype import EDGE_NAMES, EDGES, NUM_NODES, NB201Cell
 
 
@@ -157,10 +157,15 @@ class NB201Supernet(_NB201Macro, Supernet):
             x = cell(x, weights) if isinstance(cell, SearchCell) else cell(x)
         return self._head(x)
 
-    def genotype(self) -> NB201Cell:
-        """The derived cell: the most probable operation per edge (``none`` included, as NB201 does)."""
-        best = self.probabilities()["alpha"].argmax(dim=-1).tolist()
-        return NB201Cell.from_ops([NB201.names[k] for k in best])
+    def genotype(self, derive: str = "argmax") -> NB201Cell:
+        """The derived cell: the most probable operation per edge, ``none`` included (``derive=
+        "argmax"``, as NB201 does) or never ``none`` (``"exclude-none"``; see ``DERIVE_RULES``)."""
+        p = self.probabilities()["alpha"]
+        if derive == "exclude-none":
+            p = p.masked_fill(torch.tensor([name == "none" for name in NB201.names]), float("-inf"))
+        elif derive != "argmax":
+            raise ValueError(f"derive must be one of {', '.join(DERIVE_RULES)}, got {derive!r}")
+        return NB201Cell.from_ops([NB201.names[k] for k in p.argmax(dim=-1).tolist()])
 
     @staticmethod
     def edge_names() -> List[str]:
