@@ -91,6 +91,7 @@ setup(
             "sdarts-search=sdarts.cli.search:main",
             "sdarts-train=sdarts.cli.train:main",
             "sdarts-plot=sdarts.cli.plot:main",
+            "sdarts-sweep=sdarts.cli.sweep:main",
         ]
     },
 )

@@ -53,10 +53,11 @@ def test_writes_every_figure_as_png(run_dir, tmp_path, capsys):
     out = tmp_path / "figs"
     assert plot.main([str(run_dir), "--out", str(out), "--dpi", "50"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["benchmark.png", "dLdp_alpha.png", "loss_acc.png", "p_alpha.png"]
+    assert names == ["benchmark.png", "cell.png", "dLdp_alpha.png", "loss_acc.png", "p_alpha.png"]
     for name in names:
         assert_png(out / name)
-    assert capsys.readouterr().out.split() == [str(out / n) for n in ("p_alpha.png", "dLdp_alpha.png", "loss_acc.png", "benchmark.png")]
+    assert capsys.readouterr().out.split() == [str(out / n) for n in ("p_alpha.png", "dLdp_alpha.png", "loss_acc.png", "benchmark.png",
+                                                                      "cell.png")]
 
 
 def test_chosen_edges_make_a_smaller_gradient_figure(run_dir, tmp_path):
@@ -74,7 +75,7 @@ def test_without_a_table_there_is_no_benchmark_figure(run_dir, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     (run / "metrics.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "benchmark"}) + "\n" for r in records))
     assert plot.main([str(run), "--dpi", "50"]) == 0
-    assert sorted(p.name for p in (run / "plots").iterdir()) == ["dLdp_alpha.png", "loss_acc.png", "p_alpha.png"]
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["cell.png", "dLdp_alpha.png", "loss_acc.png", "p_alpha.png"]
 
 
 # -- bad input: one line naming the argument, exit status 2 -------------------------------

@@ -6,7 +6,9 @@
   all by default) over the epochs (its Figure 3);
 * ``loss_acc.png``: train and valid loss and accuracy of the supernet;
 * ``benchmark.png``: the benchmark accuracies of each epoch's derived cell, when the run had a
-  table.
+  table;
+* ``cell.png``: a picture of the last epoch's derived cell (NB201 cell; DARTS normal and
+  reduction cells, drawn as the DARTS code's graphviz pictures, with matplotlib only).
 
 Bad input (a missing or broken run directory, an output folder that cannot be written, a bad
 ``--dpi`` or ``--edges``) is one line on stderr naming the argument, exit status 2.
@@ -356,7 +358,32 @@ def plot_run(run_dir: str, out_dir: Optional[str] = None, edges: Optional[Sequen
     finally:
         for fig in figures.values():
             plt.close(fig)
+    cell = _cell_picture(run_dir, records, out, dpi)
+    if cell is not None:
+        written.append(cell)
     return written
+
+
+def _cell_picture(run_dir: str, records: List[dict], out: str, dpi: int) -> Optional[str]:
+    """``cell.png``: the run's derived cell (its last epoch's, by the run's own --derive rule)."""
+    from ..plots.cells import save_cell_picture
+
+    space = None
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            space = json.load(f)["args"]["space"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    genotype = records[-1].get("genotype")
+    if space not in ("nb201", "darts") or not isinstance(genotype, str):
+        return None  # a run without its config (or from before genotypes were logged): no picture
+    path = os.path.join(out, "cell.png")
+    try:
+        return save_cell_picture(space, genotype, path, dpi=dpi)
+    except OSError as err:
+        raise PlotError(f"--out: cannot write {path}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise PlotError(f"RUN_DIR: its last genotype cannot be drawn ({err})") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
