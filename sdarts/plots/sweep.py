@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 MAX_GROUPS_PER_FIGURE = 8  # beyond this a legend is unreadable: the first ones are drawn, the title says so
+FEW_EPOCHS = 2
 FIG4_GROUPS = 4  # Figure 4 (p per op per edge) is one figure per group: at most this many
 
 
@@ -45,7 +47,12 @@ def _band(ax, runs, value, label: str, color=None) -> bool:
     line, = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})", marker="o" if len(epochs) <= 20 else None,
                     markersize=4, color=color)
     if len(runs) > 1:
-        ax.fill_between(epochs, lo, hi, alpha=0.2, color=line.get_color())
+        if len(epochs) <= FEW_EPOCHS:  # a band over one or two epochs is an invisible sliver: whiskers instead
+            ax.errorbar(epochs, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+                        fmt="none", ecolor=line.get_color(), capsize=4)
+        else:
+            ax.fill_between(epochs, lo, hi, alpha=0.2, color=line.get_color())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return True
 
 
