@@ -4,6 +4,7 @@ import csv
 import json
 import statistics
 
+import numpy as np
 import pytest
 
 from sdarts.cli import sweep as sweep_cli
@@ -13,7 +14,7 @@ from sdarts.sweep.presets import PRESETS, preset
 from sdarts.sweep.report import ACCURACY_COLUMNS, write_report
 from sdarts.sweep.runner import Sweep, run_state, run_sweep
 from sdarts.sweep.spec import Scale, SpecError, SweepSpec
-from sdarts.spaces.nb201.table import NB201Table, default_table_path
+from sdarts.spaces.nb201.table import NB201Table
 
 TINY = {"space": "nb201", "dataset": "synthetic", "device": "cpu", "init_channels": 4, "layers": 1, "batch_size": 8,
         "eval_batch_size": 16, "max_steps_per_epoch": 2, "epochs": 1}
@@ -89,14 +90,30 @@ def test_every_preset_expands_and_validates(tmp_path):
     assert [r.config.optimizer_level for r in t4[::3]] == ["bilevel", "single-diff-subsets", "single-diff-batches", "single"]
 
 
+@pytest.fixture(scope="module")
+def stand_in_table(tmp_path_factory):
+    """Every NB201 cell with made-up but distinct accuracies: the report's arithmetic needs a
+    table, not the benchmark's figures (so this test runs where the shared data is absent)."""
+    import itertools
+
+    from sdarts.spaces.nb201.genotype import NB201Cell, OPS
+
+    path = tmp_path_factory.mktemp("table") / "stand_in.csv"
+    lines = ["index,arch_str," + ",".join(ACCURACY_COLUMNS)]
+    for index, ops in enumerate(itertools.product(OPS, repeat=6)):
+        arch = NB201Cell.from_ops(list(ops)).tostr()
+        lines.append(f"{index},{arch}," + ",".join(f"{(index * (7 + c)) % 9001 / 100:.6f}" for c in range(len(ACCURACY_COLUMNS))))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
 def _accuracies(run_dir, rule):
     last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
     return last["benchmarks"][rule]
 
 
-@pytest.mark.skipif(not __import__("os").path.isfile(default_table_path()), reason="needs the NB201 table (../shared/data)")
-def test_tiny_sweep_end_to_end_table_equals_a_direct_computation(tmp_path):
-    table = default_table_path()
+def test_tiny_sweep_end_to_end_table_equals_a_direct_computation(tmp_path, stand_in_table):
+    table = stand_in_table
     sweep = Sweep.create_or_open(str(tmp_path / "sw"), tiny_spec(nb201_table=table), None, {})
     states = run_sweep(sweep, say=quiet)
     assert states == dict.fromkeys(["darts_seed0", "darts_seed1", "single_seed0", "single_seed1"], "finished")
@@ -156,6 +173,21 @@ def test_a_killed_sweep_finishes_without_redoing_finished_runs(tmp_path, monkeyp
         assert got["p"] == want["p"] and got["genotype_str"] == want["genotype_str"]
 
 
+def test_jobs_run_searches_in_parallel_processes_with_the_same_results(tmp_path):
+    spec = tiny_spec()
+    serial = Sweep.create_or_open(str(tmp_path / "serial"), spec, None, {})
+    run_sweep(serial, say=quiet)
+    parallel = Sweep.create_or_open(str(tmp_path / "parallel"), spec, None, {})
+    said = []
+    assert set(run_sweep(parallel, jobs=2, say=said.append).values()) == {"finished"}
+    assert "4 runs, 4 to run, 2 at a time" in said
+    for run in serial.plan():
+        a = json.loads((tmp_path / "serial" / "runs" / run.name / "genotype.json").read_text())
+        b = json.loads((tmp_path / "parallel" / "runs" / run.name / "genotype.json").read_text())
+        # Other thread counts may round differently; p moves ~1e-4 from 1/K in these two steps.
+        assert np.allclose(a["p"]["alpha"], b["p"]["alpha"], rtol=0, atol=1e-6)
+
+
 def test_a_failed_run_is_recorded_skipped_and_retried_on_request(tmp_path, monkeypatch):
     sweep = Sweep.create_or_open(str(tmp_path / "sw"), tiny_spec(), None, {})
     real = runner.run_one
@@ -208,3 +240,42 @@ def test_cli_list_names_every_preset(capsys):
     for name in PRESETS:
         assert f"{name}:" in text
     assert "our reading:" in text
+
+
+def test_set_may_not_override_an_axis_and_settings_are_part_of_the_sweep(tmp_path):
+    with pytest.raises(SpecError, match="--set seed: the spec's axis 'seed' sets it per run"):
+        tiny_spec().runs(str(tmp_path), overrides={"seed": 3})
+    Sweep.create_or_open(str(tmp_path / "sw"), tiny_spec(), None, {"max_steps_per_epoch": 1}).write()
+    with pytest.raises(SpecError, match="settings differs"):
+        Sweep.create_or_open(str(tmp_path / "sw"), tiny_spec(), None, {"max_steps_per_epoch": 2})
+    # Where the data is may change (another machine), as with sdarts-search --resume.
+    Sweep.create_or_open(str(tmp_path / "sw"), tiny_spec(), None, {"max_steps_per_epoch": 1, "data_dir": "/elsewhere"})
+
+
+def test_shared_data_fills_only_what_each_run_leaves_unset(tmp_path):
+    from sdarts.sweep.spec import fill_locations
+
+    where = {"cifar10_dir": "/d/c10", "nb201_table": "/d/t.csv", "nb201_cifar_split": "/d/split.txt"}
+    run = {"space": "nb201", "dataset": "cifar10"}
+    fill_locations(run, where)
+    assert run == {"space": "nb201", "dataset": "cifar10", "data_dir": "/d/c10", "nb201_table": "/d/t.csv",
+                   "split_file": "/d/split.txt"}
+    api = {"space": "nb201", "dataset": "cifar10", "benchmark_api": "auto", "data_dir": "/mine"}
+    fill_locations(api, where)
+    assert "nb201_table" not in api and api["data_dir"] == "/mine"
+    for other in ({"space": "nb201", "dataset": "cifar100"}, {"space": "darts", "dataset": "cifar10"}):
+        fill_locations(other, where)
+        assert "nb201_table" not in other and "split_file" not in other
+    assert other["data_dir"] == "/d/c10"  # the DARTS space on CIFAR-10 reads the same images
+
+
+def test_a_run_resumed_by_a_sweep_must_have_its_own_settings(tmp_path):
+    from sdarts.search.config import ConfigError
+    from sdarts.sweep.runner import check_unchanged
+
+    run = tiny_spec().runs(str(tmp_path))[0]
+    assert runner.run_one(run.config.to_json(), resume=False) is None
+    check_unchanged(run.config)  # unchanged: fine (None settings were resolved by the device)
+    with pytest.raises(ConfigError, match="--lr is 0.1 in the sweep but 0.005 in the run started"):
+        check_unchanged(run.config.replace(lr=0.1))
+    check_unchanged(run.config.replace(data_dir="/elsewhere"))  # a location may change

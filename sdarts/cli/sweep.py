@@ -71,11 +71,19 @@ def _spec(name: str) -> SweepSpec:
     raise SpecError(f"spec: {name!r} is neither a preset ({', '.join(preset_names())}) nor a .json/.toml spec file")
 
 
-def _overrides(args, spec: SweepSpec) -> Dict[str, Any]:
-    """Settings for every run from the command line, and the shared data where it is present."""
+def _locations() -> Dict[str, str]:
+    """The shared data present here, for runs that name none (``spec.fill_locations``)."""
     from ..data.locate import shared_data_dir
     from ..spaces.nb201.table import default_table_path
 
+    shared = shared_data_dir()
+    found = {"cifar10_dir": os.path.join(shared, "cifar10-jpeg"), "nb201_table": default_table_path(),
+             "nb201_cifar_split": os.path.join(shared, "nb201", "cifar-split.txt")}
+    return {k: v for k, v in found.items() if os.path.exists(v)}
+
+
+def _overrides(args) -> Dict[str, Any]:
+    """Settings for every run from the command line."""
     out: Dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -88,16 +96,6 @@ def _overrides(args, spec: SweepSpec) -> Dict[str, Any]:
     for name in ("data_dir", "nb201_table", "split_file", "device"):
         if getattr(args, name) is not None:
             out[name] = getattr(args, name)
-    settings = {**spec.base, **out}
-    shared = shared_data_dir()
-    nb201_cifar = settings.get("space", "nb201") == "nb201" and settings.get("dataset") == "cifar10"
-    if settings.get("dataset") == "cifar10" and "data_dir" not in settings and os.path.isdir(os.path.join(shared, "cifar10-jpeg")):
-        out["data_dir"] = os.path.join(shared, "cifar10-jpeg")
-    if nb201_cifar and "nb201_table" not in settings and os.path.isfile(default_table_path()):
-        out["nb201_table"] = default_table_path()
-    split = os.path.join(shared, "nb201", "cifar-split.txt")
-    if nb201_cifar and "split_file" not in settings and os.path.isfile(split):
-        out["split_file"] = split
     return out
 
 
@@ -118,6 +116,8 @@ def _dry_run(sweep: Sweep) -> str:
         lines.append(sweep.scale.banner())
     for key, value in sorted((sweep.overrides or {}).items()):
         lines.append(f"every run: {key}={value}")
+    for key, value in sorted((sweep.locations or {}).items()):
+        lines.append(f"shared data, for runs that name none: {key}={value}")
     lines.append(f"{len(runs)} runs into {sweep.path}/runs/:")
     changing = [k for k in SearchConfig.field_names() if k != "out" and len({str(getattr(r.config, k)) for r in runs}) > 1]
     for run in runs:
@@ -176,7 +176,7 @@ def _main(args) -> int:
         out = args.out or (os.path.join("sweeps", spec.name + ("-scaled" if scale else "")) if args.dry_run else None)
         if out is None:
             raise SpecError("--out SWEEP is required (the sweep directory)")
-        sweep = Sweep.create_or_open(out, spec, scale, _overrides(args, spec))
+        sweep = Sweep.create_or_open(out, spec, scale, _overrides(args), _locations())
     if args.dry_run:
         print(_dry_run(sweep))
         return 0

@@ -10,6 +10,7 @@ Problems with the input raise :class:`ConfigError`; a search stopped by non-fini
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
 import sys
@@ -34,6 +35,7 @@ from .loop import NonFiniteLoss, SearchData, Searcher
 from .strategies import STRATEGIES, build_strategy
 
 Lookup = Callable[[str], Optional[Dict[str, float]]]
+KNOWN_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
 
 class SearchStopped(RuntimeError):
@@ -183,8 +185,12 @@ def build_lookup(path: Optional[str], api: Optional[str] = None, api_file: Optio
 
         try:
             table = BenchmarkAPILookup.from_file(api_file, api=api)
+            table.lookup(KNOWN_CELL)  # a file of another benchmark fails here, not after the first epoch
         except (ValueError, OSError) as err:
             raise ConfigError(str(err)) from None
+        except LookupError:
+            raise ConfigError(f"--benchmark-file {api_file}: it does not know the cell {KNOWN_CELL} "
+                              "(not a NAS-Bench-201 / NATS-Bench topology file?)") from None
     else:
         try:
             table = NB201Table.from_csv(path)
@@ -275,7 +281,10 @@ def correlation_probe(model: nn.Module, strategy) -> Callable:
     edges = default_edges(model)
 
     def probe(model, batch_w, batch_alpha):
-        return edge_grad_correlation(model, batch_alpha, batch_w, edges=edges, criterion=strategy.criterion)
+        device = batch_w[0].device.type
+        dtype = strategy.autocast_dtype  # measured in the precision the step trains in (--amp)
+        with torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+            return edge_grad_correlation(model, batch_alpha, batch_w, edges=edges, criterion=strategy.criterion)
 
     return probe
 

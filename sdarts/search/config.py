@@ -119,7 +119,7 @@ class SearchConfig:
     benchmark_api: Optional[str] = None  # look cells up with nats_bench / nas_201_api (auto: either)
     benchmark_file: Optional[str] = None  # the user's own benchmark file for --benchmark-api
     # Settings a resumed run may take anew; every other one is the run's own.
-    RESUMABLE = ("data_dir", "device", "nb201_table", "log_every")
+    RESUMABLE = ("data_dir", "device", "nb201_table", "benchmark_file", "log_every")
 
     @classmethod
     def field_names(cls) -> List[str]:

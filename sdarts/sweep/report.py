@@ -7,7 +7,7 @@ finished seeds of the benchmark accuracies of each run's final derived cell, the
 optimum as the first row, for each derivation rule), ``runs.csv`` (every run: cell strings,
 accuracies, wall time, search cost), and the figures.  Runs that are not finished are listed
 as such, never averaged in.  std is the sample standard deviation (n - 1), as tables over
-seeds report it; with one seed it is shown as "-".
+seeds report it; with one seed only the mean is shown.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class RunReport:
         return self.last["elapsed_s"] / 60 if self.records else None
 
     @property
+    def device_hours(self) -> Optional[float]:
+        """Search cost: epoch wall time x processes (each on its own device under torchrun)."""
+        return self.last["elapsed_s"] / 3600 * int(self.config.get("world_size", 1)) if self.records else None
+
+    @property
     def device(self) -> str:
         return str(self.config.get("device_name") or self.config.get("device") or "")
 
@@ -70,12 +75,17 @@ def collect(sweep: Sweep) -> Tuple[List[PlannedRun], List[RunReport]]:
     reports = []
     for run in planned:
         run_dir = RunDir(run.config.out)
-        records = read_metrics(run_dir.metrics) if run_dir.metrics.is_file() else []
-        config = run_dir.read_config() if run_dir.config.is_file() else {}
-        error_file = run_dir.path / ERROR_FILE
-        error = error_file.read_text().splitlines()[0] if error_file.is_file() else None
+        state, error = run_state(run), None
+        try:
+            records = read_metrics(run_dir.metrics) if run_dir.metrics.is_file() else []
+            config = run_dir.read_config() if run_dir.config.is_file() else {}
+            error_file = run_dir.path / ERROR_FILE
+            if error_file.is_file():
+                error = (error_file.read_text().splitlines() or [""])[0]
+        except (OSError, ValueError) as err:  # a damaged file: the run is listed, not averaged
+            records, config, state, error = [], {}, "unreadable", f"{type(err).__name__}: {err}"
         reports.append(RunReport(run.name, run.group, run.config.seed if any(a == SEED_AXIS for a, _ in run.levels) else None,
-                                 run_state(run), len(records), run.config.epochs, records, config, error))
+                                 state, len(records), run.config.epochs, records, config, error))
     return planned, reports
 
 
@@ -109,9 +119,11 @@ class GroupRow:
     others: List[RunReport]
     stats: Dict[str, Tuple[Optional[float], Optional[float]]]
 
+    looked_up: int = 0  # finished runs whose cell the benchmark knows (the means are over these)
+
     @property
     def n(self) -> str:
-        return f"{len(self.finished)}/{len(self.finished) + len(self.others)}"
+        return f"{self.looked_up}/{len(self.finished) + len(self.others)}"
 
 
 def group_rows(reports: Sequence[RunReport], rule: str) -> List[GroupRow]:
@@ -121,11 +133,9 @@ def group_rows(reports: Sequence[RunReport], rule: str) -> List[GroupRow]:
     rows = []
     for group, members in groups.items():
         finished = [r for r in members if r.state == "finished"]
-        stats = {}
-        for column in ACCURACY_COLUMNS:
-            values = [r.accuracies(rule)[column] for r in finished if r.accuracies(rule)]
-            stats[column] = mean_std(values)
-        rows.append(GroupRow(group, finished, [r for r in members if r.state != "finished"], stats))
+        found = [r.accuracies(rule) for r in finished if r.accuracies(rule)]
+        stats = {c: mean_std([a[c] for a in found if a.get(c) is not None]) for c in ACCURACY_COLUMNS}
+        rows.append(GroupRow(group, finished, [r for r in members if r.state != "finished"], stats, len(found)))
     return rows
 
 
@@ -137,6 +147,7 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 def accuracy_table(reports: Sequence[RunReport], rule: str, best: Optional[Dict[str, float]]) -> Tuple[List[str], List[List[str]]]:
     header = ["method", "seeds done"] + [COLUMN_TITLES[c] for c in ACCURACY_COLUMNS] + ["mean search time (min)"]
+    # "seeds done": finished runs whose cell the benchmark knows, of the group's runs
     rows = []
     if best is not None:
         rows.append(["optimum (benchmark)", "-"] + [f"{best[c]:.2f}" for c in ACCURACY_COLUMNS] + ["-"])
@@ -151,14 +162,15 @@ def runs_table(reports: Sequence[RunReport]) -> Tuple[List[str], List[List[str]]
     header = ["run", "group", "seed", "state", "epochs"]
     for rule in DERIVE_RULES:
         header += [f"cell ({rule})"] + [f"{COLUMN_TITLES[c]} ({rule})" for c in ACCURACY_COLUMNS]
-    header += ["wall (min)", "device", "note"]
+    header += ["wall (min)", "search cost (device-hours)", "device", "note"]
     rows = []
     for r in reports:
         row = [r.name, r.group, "" if r.seed is None else str(r.seed), r.state, f"{r.epochs_done}/{r.epochs}"]
         for rule in DERIVE_RULES:
             acc = r.accuracies(rule) or {}
             row += [r.cell(rule) or ""] + [f"{acc[c]:.2f}" if c in acc else "" for c in ACCURACY_COLUMNS]
-        row += [f"{r.wall_min:.1f}" if r.wall_min is not None else "", r.device, r.error or r.last.get("warning", "")]
+        row += [f"{r.wall_min:.1f}" if r.wall_min is not None else "", f"{r.device_hours:.3f}" if r.device_hours is not None else "",
+                r.device, r.error or r.last.get("warning", "")]
         rows.append(row)
     return header, rows
 
@@ -203,25 +215,26 @@ def write_report(sweep: Sweep, figures: bool = True) -> Path:
     space = planned[0].config.space if planned else "nb201"
     table_path = next((p.config.nb201_table for p in planned if p.config.nb201_table), None)
     best = optimum(table_path) if space == "nb201" else None
-    states = {s: sum(r.state == s for r in reports) for s in ("finished", "partial", "new", "failed")}
+    states = {s: sum(r.state == s for r in reports) for s in ("finished", "partial", "new", "failed", "unreadable")}
 
     md = [f"# Sweep {sweep.spec.name}", ""]
     if sweep.scale is not None:
         md += [f"**{sweep.scale.banner()}.**", ""]
     md += [sweep.spec.describe().replace("\n", "  \n"), "",
            "Runs: " + ", ".join(f"{n} {s}" for s, n in states.items() if n) + f" (of {len(reports)}).", ""]
-    csv_parts = []
+    csv_header, csv_rows = [], []
     if space == "nb201":
         md += ["Benchmark accuracies (NAS-Bench-201, 200 epochs, mean over its seeds) of each run's final derived cell: "
                "mean ± std (sample) over the finished seeds.", ""]
         for rule in DERIVE_RULES:
             header, rows = accuracy_table(reports, rule, best)
             md += [f"## Cells derived by {rule}" + (" (the default)" if rule == "argmax" else ""), "", _markdown_table(header, rows), ""]
-            csv_parts.append(_csv(["derive"] + header, [[rule] + row for row in rows]))
+            csv_header = ["derive"] + header
+            csv_rows += [[rule] + row for row in rows]
     else:
         header, rows = darts_genotypes(reports)
         md += ["## Genotypes", "", _markdown_table(header, rows), ""]
-        csv_parts.append(_csv(header, rows))
+        csv_header, csv_rows = header, rows
     unfinished = [r for r in reports if r.state != "finished"]
     if unfinished:
         md += ["## Not finished (not in the means)", "",
@@ -229,7 +242,7 @@ def write_report(sweep: Sweep, figures: bool = True) -> Path:
                                [[r.name, r.state, f"{r.epochs_done}/{r.epochs}", r.error or ""] for r in unfinished]), ""]
     header, rows = runs_table(reports)
     write_text_atomic(out / "runs.csv", _csv(header, rows))
-    write_text_atomic(out / "table.csv", "".join(csv_parts))
+    write_text_atomic(out / "table.csv", _csv(csv_header, csv_rows))
     if figures:
         from ..plots.sweep import write_sweep_figures
 

@@ -8,12 +8,13 @@ to retry.  One sweep process owns the sweep directory (``SWEEP/.lock``); each ru
 has its own lock as always, so two sweeps cannot write one run.
 
 ``jobs > 1`` runs that many searches at once, each in its own process (a fresh interpreter,
-CPU threads split between them), for a big GPU or several.
+CPU threads split between them), all on the device each run names (a big GPU holds several
+NB201 searches).  A worker that dies (killed, out of memory) costs only its own run, which is
+resumed next time; Ctrl-C stops every worker.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..run.run_dir import RunDir, RunDirError, read_metrics, write_text_atomic
 from ..search.config import SearchConfig
-from .spec import PlannedRun, Scale, SpecError, SweepSpec
+from .spec import LOCATION_FIELDS, PlannedRun, Scale, SpecError, SweepSpec
 
 SWEEP_FILE = "sweep.json"
 ERROR_FILE = "sweep_error.txt"
@@ -40,21 +41,23 @@ class Sweep:
     path: Path
     spec: SweepSpec
     scale: Optional[Scale] = None
-    overrides: Optional[Dict[str, Any]] = None  # settings from the command line (paths, device)
+    overrides: Optional[Dict[str, Any]] = None  # settings from the command line (--set, paths, device)
+    locations: Optional[Dict[str, str]] = None  # the shared data, for runs that name none (spec.fill_locations)
 
     @classmethod
-    def create_or_open(cls, path: str, spec: SweepSpec, scale: Optional[Scale], overrides: Dict[str, Any]) -> "Sweep":
-        """A new sweep in ``path``, or the one already there if it is the same spec and scale
-        (started again: it continues); SpecError if ``path`` holds a different sweep."""
-        sweep = cls(Path(path), spec, scale, overrides)
+    def create_or_open(cls, path: str, spec: SweepSpec, scale: Optional[Scale], overrides: Dict[str, Any],
+                       locations: Optional[Dict[str, str]] = None) -> "Sweep":
+        """A new sweep in ``path``, or the one already there if it is the same spec, scale and
+        settings (started again: it continues); SpecError if ``path`` holds a different sweep.
+        Only where things are (``LOCATION_FIELDS``) may differ, as on another machine."""
+        sweep = cls(Path(path), spec, scale, overrides, locations)
         saved = read_saved(path)
         if saved is not None:
             mine = sweep.to_json()
-            for key in ("spec", "scale"):
+            for key in ("spec", "scale", "settings"):
                 if saved.get(key) != mine[key]:
                     raise SpecError(f"--out {path} holds another sweep ({key} differs from this one's); continue it with "
                                     f"sdarts-sweep --resume {path}, or choose another directory")
-            # Paths and the device may change between sessions (another machine), as with --resume.
         return sweep
 
     @classmethod
@@ -67,17 +70,20 @@ class Sweep:
             spec = SweepSpec.from_dict(saved["spec"], where=f"{path}/{SWEEP_FILE}")
         except (KeyError, TypeError) as err:
             raise SpecError(f"{path}/{SWEEP_FILE}: not a sweep record ({type(err).__name__}: {err})") from None
-        return cls(Path(path), spec, scale, saved.get("overrides") or {})
+        return cls(Path(path), spec, scale, saved.get("overrides") or {}, saved.get("locations") or {})
 
     def to_json(self) -> Dict[str, Any]:
+        overrides = dict(self.overrides or {})
         return {"spec": self.spec.raw, "scale": self.scale.to_json() if self.scale else None,
-                "overrides": dict(self.overrides or {})}
+                "settings": {k: v for k, v in sorted(overrides.items()) if k not in LOCATION_FIELDS},
+                "overrides": overrides, "locations": dict(self.locations or {})}
 
     def write(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path / SWEEP_FILE, json.dumps(self.to_json(), indent=2) + "\n")
 
     def plan(self) -> List[PlannedRun]:
-        return self.spec.runs(str(self.path), self.overrides, self.scale)
+        return self.spec.runs(str(self.path), self.overrides, self.scale, self.locations)
 
 
 def read_saved(path: str) -> Optional[Dict[str, Any]]:
@@ -117,9 +123,11 @@ def run_one(config_json: Dict[str, Any], resume: bool, threads: Optional[int] = 
 
     if threads:
         torch.set_num_threads(threads)
-    config = SearchConfig.from_saved(config_json)
+    config = SearchConfig(**config_json)  # a planned config (from_saved is for run directories)
     error_file = Path(config.out) / ERROR_FILE
     try:
+        if resume:
+            check_unchanged(config)
         run_search(config, resume=resume, command=["sdarts-sweep", "run", config.out], progress=False)
     except (ConfigError, SearchStopped, CheckpointError, RunDirError, OSError) as err:
         message = f"{type(err).__name__}: {err}"
@@ -132,6 +140,25 @@ def run_one(config_json: Dict[str, Any], resume: bool, threads: Optional[int] = 
     error_file.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(error_file, message + "\n")
     return message.splitlines()[0]
+
+
+def check_unchanged(config: SearchConfig) -> None:
+    """ConfigError unless the run in ``config.out`` was started with these settings (a resumed
+    run must end where an uninterrupted one would); only ``RESUMABLE`` ones may change."""
+    from ..search.config import ConfigError, flag
+
+    try:
+        saved = RunDir(config.out).read_config()["args"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{config.out}: cannot read its config.json ({type(err).__name__}: {err})") from None
+    started = SearchConfig.from_saved(saved)
+    for name in SearchConfig.field_names():
+        planned = getattr(config, name)
+        if name in SearchConfig.RESUMABLE or name == "out" or planned is None:
+            continue  # None: the device's default, which the saved run holds resolved
+        if planned != getattr(started, name):
+            raise ConfigError(f"{flag(name)} is {planned} in the sweep but {getattr(started, name)} in the run started "
+                              f"in {config.out}; a run keeps its settings (move its directory away to start it anew)")
 
 
 def _say(text: str) -> None:
@@ -148,8 +175,8 @@ def run_sweep(sweep: Sweep, jobs: int = 1, retry_failed: bool = False, say: Call
     except RunDirError as err:
         raise SpecError(f"sweep directory: {err}") from None
     try:
+        planned = sweep.plan()  # a spec that cannot run leaves no sweep.json behind
         sweep.write()
-        planned = sweep.plan()
         todo = []
         for run in planned:
             state = run_state(run)
@@ -180,18 +207,35 @@ def _run_and_report(run: PlannedRun, resume: bool, i: int, n: int, say, threads:
 
 
 def _run_parallel(todo, jobs: int, say) -> None:
+    """At most ``jobs`` runs at once, each in a fresh spawned interpreter; a dead worker costs
+    only its run, and Ctrl-C (or any error here) stops every worker before it propagates."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    # A fresh interpreter per run (spawn, one task per child): no CUDA or thread state shared.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {}
-        for i, (run, resume) in enumerate(todo, 1):
-            say(f"[{i}/{len(todo)}] {'resuming' if resume else 'starting'} {run.name}")
-            futures[pool.submit(run_one, run.config.to_json(), resume, threads)] = run
-        for future in concurrent.futures.as_completed(futures):
-            run = futures[future]
-            try:
-                error = future.result()
-            except Exception as err:  # the worker process died (killed, out of memory)
-                error = f"{type(err).__name__}: {err}"
-            say(f"{run.name}: " + (f"failed: {error}" if error else "done"))
+    queue = list(enumerate(todo, 1))
+    running: Dict[Any, PlannedRun] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                i, (run, resume) = queue.pop(0)
+                say(f"[{i}/{len(todo)}] {'resuming' if resume else 'starting'} {run.name}")
+                worker = context.Process(target=run_one, args=(run.config.to_json(), resume, threads), name=run.name)
+                worker.start()
+                running[worker] = run
+            for worker in list(running):
+                worker.join(timeout=0.5)
+                if worker.exitcode is None:
+                    continue
+                run = running.pop(worker)
+                error_file = Path(run.config.out) / ERROR_FILE
+                if worker.exitcode != 0:
+                    say(f"{run.name}: its worker died (exit code {worker.exitcode}); it resumes on the next start")
+                elif error_file.is_file():
+                    say(f"{run.name}: failed: {error_file.read_text().splitlines()[0]}")
+                else:
+                    say(f"{run.name}: done")
+    except BaseException:
+        for worker in running:
+            worker.terminate()
+        for worker in running:
+            worker.join()
+        raise

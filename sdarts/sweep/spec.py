@@ -141,17 +141,26 @@ class SweepSpec:
 
     # -- the grid ------------------------------------------------------------------------
 
-    def runs(self, sweep_dir: str, overrides: Optional[Dict[str, Any]] = None, scale: Optional[Scale] = None) -> List[PlannedRun]:
+    def runs(self, sweep_dir: str, overrides: Optional[Dict[str, Any]] = None, scale: Optional[Scale] = None,
+             locations: Optional[Dict[str, str]] = None) -> List[PlannedRun]:
         """Every run, with its config (``out`` = ``sweep_dir/runs/NAME``), checked.  ``overrides``:
-        settings given at the sweep's command line (data and table paths, device), applied last."""
+        settings given at the sweep's command line (data and table paths, device), applied last;
+        they may not name an axis's setting (the run names would lie).  ``locations``: where the
+        shared data is (:func:`fill_locations`), for the runs that name none."""
         overrides = dict(overrides or {})
         _check_fields(overrides, "--set")
+        for axis, levels in self.axes.items():
+            for level in levels:
+                clash = sorted(set(level.fields) & set(overrides))
+                if clash:
+                    raise SpecError(f"--set {clash[0]}: the spec's axis {axis!r} sets it per run; change the spec instead")
         planned, seen = [], set()
         for combo in itertools.product(*[[(axis, level) for level in levels] for axis, levels in self.axes.items()]):
             settings = dict(self.base)
             for _, level in combo:
                 settings.update(level.fields)
             settings.update(overrides)
+            fill_locations(settings, locations or {})
             if scale is not None:
                 settings.update(data_fraction=scale.data_fraction, epochs=scale.epochs)
             name = "_".join(level.name for _, level in combo)
@@ -180,6 +189,24 @@ class SweepSpec:
         if self.interpretation:
             lines.append(f"our reading: {self.interpretation}")
         return "\n".join(lines)
+
+
+# Settings that say where things are on this machine: a sweep continued elsewhere may change
+# them (as ``sdarts-search --resume`` lets --data-dir and --nb201-table change).
+LOCATION_FIELDS = ("data_dir", "nb201_table", "split_file", "benchmark_file", "device")
+
+
+def fill_locations(settings: Dict[str, Any], locations: Dict[str, str]) -> None:
+    """The shared data for a run that names none, by its own space and dataset: CIFAR-10's
+    folder (``cifar10_dir``); for NB201 on CIFAR-10 the benchmark's table (``nb201_table``,
+    unless it looks cells up through ``benchmark_api``) and split (``nb201_cifar_split``)."""
+    nb201_cifar = settings.get("space", "nb201") == "nb201" and settings.get("dataset") == "cifar10"
+    if settings.get("dataset") == "cifar10" and settings.get("data_dir") is None and locations.get("cifar10_dir"):
+        settings["data_dir"] = locations["cifar10_dir"]
+    if nb201_cifar and settings.get("nb201_table") is None and settings.get("benchmark_api") is None and locations.get("nb201_table"):
+        settings["nb201_table"] = locations["nb201_table"]
+    if nb201_cifar and settings.get("split_file") is None and locations.get("nb201_cifar_split"):
+        settings["split_file"] = locations["nb201_cifar_split"]
 
 
 def _check_fields(settings: Dict[str, Any], where: str) -> None:
