@@ -279,3 +279,16 @@ def test_a_run_resumed_by_a_sweep_must_have_its_own_settings(tmp_path):
     with pytest.raises(ConfigError, match="--lr is 0.1 in the sweep but 0.005 in the run started"):
         check_unchanged(run.config.replace(lr=0.1))
     check_unchanged(run.config.replace(data_dir="/elsewhere"))  # a location may change
+
+
+def test_a_darts_space_sweep_reports_genotypes_and_their_parameters(tmp_path):
+    spec = SweepSpec.from_dict({"name": "d", "base": {**TINY, "space": "darts", "layers": 2}, "axes": {"seed": [0]}})
+    sweep = Sweep.create_or_open(str(tmp_path / "sw"), spec, None, {})
+    assert run_sweep(sweep, say=quiet) == {"seed0": "finished"}
+    write_report(sweep)
+    md = (tmp_path / "sw" / "report" / "table.md").read_text()
+    genotype = json.loads((tmp_path / "sw" / "runs" / "seed0" / "genotype.json").read_text())["genotype_str"]
+    assert "## Genotypes" in md and f"`{genotype}`" in md
+    row = list(csv.DictReader((tmp_path / "sw" / "report" / "table.csv").open()))[0]
+    assert 1.0 < float(row["params (M), CIFAR-10 network"]) < 5.0  # a 20-cell, 36-channel DARTS network
+    assert (tmp_path / "sw" / "report" / "best_cell_seed0.png").is_file()
