@@ -1,6 +1,11 @@
-"""The gradient-correlation diagnostic of Single-DARTS (Hou, Jin, Chen 2021, Sec. 5.2.1, Eq. 8).
+"""The gradient-correlation diagnostic of Single-DARTS (Hou, Jin, Chen 2021, Sec. 5.2.1, Eq. 8),
+as we read it: the paper's own text of Eq. 8 was not at hand when this was written, so the
+definition below (stated exactly in :func:`grad_correlation`) is our reconstruction from the
+paper's description (the correlation of per-sample output gradients and edge inputs of the
+batch that moves alpha and the batch that moves w).  Check it against the paper before
+quoting figures as the paper's.
 
-The paper's argument: what a step of w does to the loss that moves alpha depends on how the
+The argument: what a step of w does to the loss that moves alpha depends on how the
 batch that moves w and the batch that moves alpha correlate.  At an edge o with input x and
 output o(x), a linear weight W on the edge gets from sample n the gradient g_n x_n^T (g_n =
 dL/do(x_n)), and <g_i x_i^T, g_j x_j^T>_F = <g_i, g_j> <x_i, x_j>.  So the alignment of the
@@ -24,7 +29,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..mixed_op import MixedOp
-from ..spaces import _darts_edge_names
+from ..spaces import darts_edge_names
 from ..spaces.darts.supernet import SearchCell as DartsSearchCell
 from ..spaces.nb201.genotype import EDGE_NAMES as NB201_EDGE_NAMES
 from ..spaces.nb201.models import SearchCell as NB201SearchCell
@@ -34,7 +39,7 @@ Edges = Union[Mapping[str, nn.Module], Iterable[str]]
 
 
 def grad_correlation(x_a: Tensor, g_a: Tensor, x_w: Tensor, g_w: Tensor) -> Tensor:
-    """Eq. 8 at one edge: the mean over every pair (i of the alpha batch, j of the w batch) of
+    """Eq. 8 (our reading) at one edge: the mean over every pair (i of the alpha batch, j of the w batch) of
     cos(g_a[i], g_w[j]) * cos(x_a[i], x_w[j]), a 0-dim float64 tensor in [-1, 1].
 
     ``x_a`` (Na, C, H, W) and ``x_w`` (Nw, C, H, W): the edge's input per sample of the batch
@@ -78,7 +83,7 @@ def _cell_edge_names(cell: nn.Module) -> Optional[Tuple[str, ...]]:
     if isinstance(cell, NB201SearchCell):
         return NB201_EDGE_NAMES
     if isinstance(cell, DartsSearchCell):
-        return _darts_edge_names(cell.steps)
+        return darts_edge_names(cell.steps)
     return None
 
 

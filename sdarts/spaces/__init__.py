@@ -17,7 +17,8 @@ from .base import Supernet
 from .nb201.genotype import EDGE_NAMES as NB201_EDGE_NAMES
 
 
-def _darts_edge_names(steps: int = 4) -> Tuple[str, ...]:
+def darts_edge_names(steps: int = 4) -> Tuple[str, ...]:
+    """The DARTS cell's edge labels ("j<-i"), in alpha's row order."""
     # alpha's row order in DartsSupernet: node j (2..steps+1) takes every earlier state i < j.
     return tuple(f"{j}<-{i}" for j in range(2, steps + 2) for i in range(j))
 
@@ -66,7 +67,7 @@ SPACES: Dict[str, SearchSpace] = {
     ),
     "darts": SearchSpace(
         "darts", "sdarts.spaces.darts.supernet", "DartsSupernet", DARTS,
-        edges={"alpha_normal": _darts_edge_names(), "alpha_reduce": _darts_edge_names()},
+        edges={"alpha_normal": darts_edge_names(), "alpha_reduce": darts_edge_names()},
         derive_skips_none=True, genotype_str=_darts_str, genotype_json=_darts_json,
     ),
 }
@@ -84,4 +85,4 @@ def build_supernet(space: str, num_classes: int, **kwargs) -> Supernet:
     return get_space(space).supernet_class()(num_classes=num_classes, **kwargs)
 
 
-__all__ = ["SPACES", "SearchSpace", "Supernet", "build_supernet", "get_space"]
+__all__ = ["SPACES", "SearchSpace", "Supernet", "build_supernet", "darts_edge_names", "get_space"]
