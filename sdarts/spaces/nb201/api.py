@@ -30,17 +30,10 @@ import os
 from typing import Any, Callable, Dict, Tuple, Union
 
 from .genotype import NB201Cell
-from .table import CellNotInTable
+from .table import API_COLUMNS, CellNotInTable
 
-# Our column -> (API dataset, get_more_info key); see the module docstring for the splits.
-API_COLUMNS: Dict[str, Tuple[str, str]] = {
-    "cifar10_valid": ("cifar10-valid", "valid-accuracy"),
-    "cifar10_test": ("cifar10", "test-accuracy"),
-    "cifar100_valid": ("cifar100", "valid-accuracy"),
-    "cifar100_test": ("cifar100", "test-accuracy"),
-    "imagenet16_valid": ("ImageNet16-120", "valid-accuracy"),
-    "imagenet16_test": ("ImageNet16-120", "test-accuracy"),
-}
+# API_COLUMNS: our column -> (API dataset, get_more_info key), one mapping for both API paths;
+# see the module docstring for the splits.
 API_CHOICES = ("auto", "nats_bench", "nas_201_api")
 _PIP_NAMES = {"nats_bench": "nats_bench", "nas_201_api": "nas-bench-201"}
 

@@ -28,7 +28,7 @@ ACCURACY_COLUMNS = (
 REQUIRED_COLUMNS = ("arch_str", "index") + ACCURACY_COLUMNS
 
 # Our column -> (API dataset name, key of get_more_info), as the benchmark defines the splits.
-_API_COLUMNS = {
+API_COLUMNS = {
     "cifar10_valid": ("cifar10-valid", "valid-accuracy"),
     "cifar10_test": ("cifar10", "test-accuracy"),
     "cifar100_valid": ("cifar100", "valid-accuracy"),
@@ -101,7 +101,7 @@ class NB201Table:
         for index in range(len(api)):
             row: Row = {"index": index, "arch_str": NB201Cell.from_str(api.arch(index)).tostr()}
             infos = {}
-            for column, (dataset, key) in _API_COLUMNS.items():
+            for column, (dataset, key) in API_COLUMNS.items():
                 if dataset not in infos:
                     infos[dataset] = api.get_more_info(index, dataset, is_random=False, **info_kwargs)
                 row[column] = float(infos[dataset][key])
