@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Optional
 
 import torch
@@ -41,3 +43,18 @@ def pick_device(name: Optional[str], local_rank: int = 0) -> torch.device:
         chosen = torch.device("cuda", local_rank)
         check_device(str(chosen))
     return chosen
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name, or the CPU's model name (``/proc/cpuinfo`` where there is one), for
+    records that say where a run ran."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

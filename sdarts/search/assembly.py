@@ -24,7 +24,7 @@ import torch.nn as nn
 from ..ops import backends
 from ..run import distributed
 from ..run.checkpoint import CheckpointError, first_nonfinite
-from ..run.device import DeviceError, pick_device
+from ..run.device import DeviceError, device_name, pick_device
 from ..run.run_dir import RunDir, RunDirError
 from ..spaces import SearchSpace, build_supernet, get_space
 from .config import (ALPHA_BETAS, ALPHA_SGD_MOMENTUM, ALPHA_WEIGHT_DECAY, IMAGENET_SCALE, W_GRAD_CLIP, W_MOMENTUM, W_WEIGHT_DECAY,
@@ -254,7 +254,7 @@ def describe_run(config: SearchConfig, command: Sequence[str], device: torch.dev
         "versions": {"sdarts": sdarts.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "backend": backend if not config.no_fused else "plain PyTorch (--no-fused)",
         "edge_kernels": backends.resolve_edge_kernels(config.edge_kernels),
         "world_size": ctx.world_size,
