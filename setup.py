@@ -85,7 +85,7 @@ setup(
         "scikit-learn",
         "pillow",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "hypothesis"], "tensorboard": ["tensorboard"]},
     entry_points={
         "console_scripts": [
             "sdarts-search=sdarts.cli.search:main",
