@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from sdarts.diagnostics import saved_bytes  # noqa: F401  (re-exported for the bench scripts)
+from sdarts.run.device import cpu_model, device_name  # noqa: F401  (device_name re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MB = 1e6
@@ -130,15 +131,6 @@ def rss_bytes() -> Optional[int]:
 # ----------------------------------------------------------------------------- machine
 
 
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _git_commit() -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -154,7 +146,7 @@ def machine_info(device: torch.device) -> Dict[str, object]:
     info: Dict[str, object] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": str(device),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -179,10 +171,6 @@ def _triton_version() -> Optional[str]:
     except ImportError:
         return None
     return triton.__version__
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{_cpu_model()} ({os.cpu_count()} cores)"
 
 
 def set_threads(threads: Optional[int]) -> None:

@@ -45,16 +45,20 @@ def pick_device(name: Optional[str], local_rank: int = 0) -> torch.device:
     return chosen
 
 
-def device_name(device: torch.device) -> str:
-    """The card's name, or the CPU's model name (``/proc/cpuinfo`` where there is one), for
-    records that say where a run ran."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` where there is one)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name, or the CPU's model and core count, for records that say where a run ran."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} ({os.cpu_count()} cores)"

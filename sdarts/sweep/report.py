@@ -21,10 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..run.run_dir import RunDir, read_metrics, write_text_atomic
 from ..spaces.base import DERIVE_RULES
+from ..spaces.nb201.table import ACCURACY_COLUMNS
 from .runner import ERROR_FILE, Sweep, run_state
 from .spec import SEED_AXIS, PlannedRun
 
-ACCURACY_COLUMNS = ("cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_test", "imagenet16_valid", "imagenet16_test")
 COLUMN_TITLES = {"cifar10_valid": "C10 valid", "cifar10_test": "C10 test", "cifar100_valid": "C100 valid",
                  "cifar100_test": "C100 test", "imagenet16_valid": "IN16 valid", "imagenet16_test": "IN16 test"}
 
