@@ -28,6 +28,7 @@ from ..sweep.runner import Sweep, run_state, run_sweep
 from ..sweep.spec import Scale, SpecError, SweepSpec
 
 PROG = "sdarts-sweep"
+PATH_FLAGS = ("data_dir", "nb201_table", "split_file", "device")  # settings for every run, changeable on --resume
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,10 +94,12 @@ def _overrides(args) -> Dict[str, Any]:
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value  # a bare word: a string
-    for name in ("data_dir", "nb201_table", "split_file", "device"):
-        if getattr(args, name) is not None:
-            out[name] = getattr(args, name)
-    return out
+    return {**out, **_path_flags(args)}
+
+
+def _path_flags(args) -> Dict[str, Any]:
+    """The flags that say where things are on this machine, when given."""
+    return {n: getattr(args, n) for n in PATH_FLAGS if getattr(args, n) is not None}
 
 
 def _list() -> str:
@@ -159,15 +162,11 @@ def _main(args) -> int:
         print(write_report(Sweep.open(args.report)))
         return 0
     if args.resume:
-        if args.scale or args.set or args.seeds or any(getattr(args, n) for n in ("data_dir", "nb201_table", "split_file", "device")):
-            sweep = Sweep.open(args.resume)
-            changed = {n: getattr(args, n) for n in ("data_dir", "nb201_table", "split_file", "device") if getattr(args, n)}
-            if args.scale or args.set or args.seeds:
-                raise SpecError("--resume: a resumed sweep keeps its own spec and scale (only --data-dir, --nb201-table, "
-                                "--split-file, --device may change)")
-            sweep.overrides = {**(sweep.overrides or {}), **changed}
-        else:
-            sweep = Sweep.open(args.resume)
+        sweep = Sweep.open(args.resume)
+        if args.scale or args.set or args.seeds:
+            raise SpecError("--resume: a resumed sweep keeps its own spec and scale (only --data-dir, --nb201-table, "
+                            "--split-file, --device may change)")
+        sweep.overrides = {**(sweep.overrides or {}), **_path_flags(args)}
     else:
         spec = _spec(args.spec)
         if args.seeds:

@@ -18,7 +18,6 @@ that data fraction and that many epochs, and every output says it is not the pap
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -34,7 +33,6 @@ SPEC_KEYS = ("name", "description", "paper", "interpretation", "base", "axes", "
 RESERVED_FIELDS = ("out",)
 SEED_AXIS = "seed"
 _DEFAULTS = SearchConfig()
-_OPTIONAL = {f.name for f in dataclasses.fields(SearchConfig) if "Optional" in str(f.type)}
 
 
 class SpecError(ValueError):
@@ -226,7 +224,7 @@ def _check_type(key: str, value: Any, where: str) -> None:
     """A value of the type of the setting's default (an int where a float goes; any JSON value
     where the default is None: the run's own check judges it)."""
     default = getattr(_DEFAULTS, key)
-    if default is None or value is None and key in _OPTIONAL:
+    if default is None:
         return
     kind = type(default)
     ok = isinstance(value, bool) if kind is bool else (
