@@ -100,7 +100,21 @@ def test_a_run_saved_before_these_settings_reloads_with_the_papers_defaults():
     config = SearchConfig.from_saved(old)
     config.validate()
     assert (config.alpha_optimizer, config.derive, config.grad_correlation_every, config.tensorboard) == ("adam", "argmax", None, False)
-    assert config.resolved(torch.device("cpu")).alpha_lr == 3e-4
+    assert config.alpha_lr == config.resolved(torch.device("cpu")).alpha_lr == 3e-4
+
+
+def test_resuming_a_run_saved_before_alpha_lr_accepts_its_default_given_again(tmp_path, capsys):
+    out = tmp_path / "r"
+    tiny = ["--dataset", "synthetic", "--device", "cpu", "--epochs", "1", "--batch-size", "8", "--max-steps-per-epoch", "2",
+            "--init-channels", "4", "--layers", "1"]
+    assert cli.main(["--out", str(out), *tiny]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    del saved["args"]["alpha_lr"]  # as a run directory written before the setting existed
+    (out / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert cli.main(["--resume", str(out), "--alpha-lr", "0.0003"]) == 0
+    assert cli.main(["--resume", str(out), "--alpha-lr", "0.001"]) == 2
+    assert "--alpha-lr 0.001 differs from the resumed run's 0.0003" in capsys.readouterr().err
 
 
 def test_cli_flags_reach_the_config(tmp_path, capsys):

@@ -165,8 +165,6 @@ def merge_resume(args: argparse.Namespace, given: Set[str]) -> SearchConfig:
     config = load_run_config(args.resume)
     for name in sorted(given - {"resume", "out"}):
         value, saved = getattr(args, name), getattr(config, name)
-        if name == "alpha_lr" and saved is None:  # saved before --alpha-lr existed: it ran at the default
-            saved = config.default_alpha_lr()
         if name in SearchConfig.RESUMABLE:
             config = config.replace(**{name: value})
         elif value != saved:

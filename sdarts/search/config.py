@@ -133,6 +133,8 @@ class SearchConfig:
         config = cls(**{k: v for k, v in saved.items() if k in known})
         if config.recompute is None:  # saved before the default existed: it recomputed nothing
             config.recompute = False
+        if config.alpha_lr is None:  # saved before --alpha-lr existed: it ran at the default
+            config.alpha_lr = config.default_alpha_lr()
         return config
 
     def to_json(self) -> Dict[str, Any]:
