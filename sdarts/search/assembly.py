@@ -343,56 +343,47 @@ def _search(config: SearchConfig, resume: bool, command: List[str], device: torc
     lookup = build_lookup(config.nb201_table, config.benchmark_api, config.benchmark_file)
     check_split_file(config.split_file)
     tensorboard = open_tensorboard(config, run, space) if ctx.is_main else None
-    try:
-        return _search_with(config, resume, command, device, ctx, run, progress, space, backend, lookup, tensorboard)
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
-
-
-def _search_with(config: SearchConfig, resume: bool, command: List[str], device: torch.device, ctx: distributed.DistContext,
-                 run: RunDir, progress: bool, space: SearchSpace, backend: str, lookup: Optional[Lookup],
-                 tensorboard) -> Optional[SearchResult]:
-    state = read_resume_state(run) if resume else None
-    seed_everything(config.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolutions once, as DARTS does
-    try:
-        dataset, data = build_data(config, ctx, device, STRATEGIES[config.optimizer_level].alpha_source)
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"dataset {config.dataset!r}: {err}") from None
-    model = build_model(config, dataset.num_classes, device)
-    if ctx.enabled:
-        distributed.broadcast_module(model)
-    searcher = build_searcher(config, model, data, space, run, lookup, ctx, progress,
-                              on_epoch=tensorboard.log_epoch if tensorboard is not None else None)
-
-    if state is not None:
+    with tensorboard if tensorboard is not None else contextlib.nullcontext():  # closed on any exit
+        state = read_resume_state(run) if resume else None
+        seed_everything(config.seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolutions once, as DARTS does
         try:
-            searcher.load_state_dict(state)
-        except (KeyError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint {run.checkpoint} does not fit this run: {str(err).splitlines()[0]}") from None
-        if ctx.is_main:
-            run.rewrite_metrics(searcher.history)
-            _say(f"resuming {config.out} after epoch {searcher.start_epoch} of {config.epochs}")
-    elif ctx.is_main:
-        run.write_config(describe_run(config, command, device, ctx, backend, space))
-        run.rewrite_metrics([])
-        hint = table_hint() if lookup is None and config.space == "nb201" else None
-        if hint:
-            _say(hint)
+            dataset, data = build_data(config, ctx, device, STRATEGIES[config.optimizer_level].alpha_source)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"dataset {config.dataset!r}: {err}") from None
+        model = build_model(config, dataset.num_classes, device)
+        if ctx.enabled:
+            distributed.broadcast_module(model)
+        searcher = build_searcher(config, model, data, space, run, lookup, ctx, progress,
+                                  on_epoch=tensorboard.log_epoch if tensorboard is not None else None)
 
-    try:
-        history = searcher.run()
-    except NonFiniteLoss as err:
-        done = len(searcher.history)
-        kept = f"the last good checkpoint is {run.checkpoint} (epoch {done})" if done else "no checkpoint was written"
-        raise SearchStopped(f"{err}; search stopped, {kept}") from None
-    except CudaGraphCaptureError as err:
-        raise SearchStopped(f"{err}; search stopped (--cuda-graph-strict)") from None
-    if not ctx.is_main:
-        return None
-    return _finish(config, space, model, run, history)
+        if state is not None:
+            try:
+                searcher.load_state_dict(state)
+            except (KeyError, ValueError, RuntimeError) as err:
+                raise CheckpointError(f"checkpoint {run.checkpoint} does not fit this run: {str(err).splitlines()[0]}") from None
+            if ctx.is_main:
+                run.rewrite_metrics(searcher.history)
+                _say(f"resuming {config.out} after epoch {searcher.start_epoch} of {config.epochs}")
+        elif ctx.is_main:
+            run.write_config(describe_run(config, command, device, ctx, backend, space))
+            run.rewrite_metrics([])
+            hint = table_hint() if lookup is None and config.space == "nb201" else None
+            if hint:
+                _say(hint)
+
+        try:
+            history = searcher.run()
+        except NonFiniteLoss as err:
+            done = len(searcher.history)
+            kept = f"the last good checkpoint is {run.checkpoint} (epoch {done})" if done else "no checkpoint was written"
+            raise SearchStopped(f"{err}; search stopped, {kept}") from None
+        except CudaGraphCaptureError as err:
+            raise SearchStopped(f"{err}; search stopped (--cuda-graph-strict)") from None
+        if not ctx.is_main:
+            return None
+        return _finish(config, space, model, run, history)
 
 
 def _finish(config: SearchConfig, space: SearchSpace, model, run: RunDir, history: List[Dict[str, Any]]) -> SearchResult:
